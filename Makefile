@@ -1,0 +1,33 @@
+# hwnas: the two commands a newcomer needs are `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HWNAS := $(VENV)/bin/hwnas
+
+.PHONY: setup demo test bench lint clean
+
+# torch==2.13.0 goes in FIRST: it is the CPU build; any other torch request pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[mobile,dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(HWNAS) demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/profiling_cost.py
+	$(PY) benchmarks/repeatability.py
+
+lint: setup
+	$(VENV)/bin/ruff check hwnas tests benchmarks
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache runs artifacts

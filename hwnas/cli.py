@@ -1,0 +1,181 @@
+"""The `hwnas` command line (typer + rich). A user mistake prints one line and exits with code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from hwnas import __version__
+from hwnas.errors import HwnasError
+
+app = typer.Typer(help="hwnas: hardware-aware latency models, NAS and deployment.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+arch_app = typer.Typer(help="Sample and inspect architectures.", no_args_is_help=True)
+app.add_typer(arch_app, name="arch")
+console = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"hwnas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """hwnas: measure a device, search under a latency budget, export a verified model."""
+
+
+@app.command()
+def spaces() -> None:
+    """List the search spaces: layers, choices per layer and the number of archs."""
+    from hwnas.space import SPACES
+
+    table = Table(title="search spaces")
+    for col in ("name", "layers", "choices per layer", "archs", "default input", "description"):
+        table.add_column(col, no_wrap=col == "name")  # a space name is never cut short
+    for name, cls in SPACES.items():
+        space = cls()
+        counts = sorted({len(layer.choices) for layer in space.layers})
+        choices = sorted({c for layer in space.layers for c in layer.choices},
+                         key=lambda c: (c in ("zero", "skip"), c))
+        table.add_row(name, str(len(space.layers)),
+                      f"{'/'.join(map(str, counts))}: {' '.join(choices)}",
+                      f"{float(space.size):.3g}", f"{space.resolution}x{space.resolution}",
+                      cls.description)
+    console.print(table)
+
+
+@arch_app.command("sample")
+def arch_sample(
+    space: str = typer.Option("proxyless", help="Search space name (see `hwnas spaces`)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    resolution: int = typer.Option(None, help="Input resolution (default: the space's)."),
+    width: float = typer.Option(1.0, help="Width multiplier."),
+    num_classes: int = typer.Option(None, help="Number of classes (default: the space's)."),
+    out: Path = typer.Option(None, help="Write the JSON here instead of printing it."),
+) -> None:
+    """Sample a random arch (uniform per layer) and print its JSON."""
+    from hwnas.space import get_space
+
+    arch = get_space(space, resolution, width, num_classes).sample(seed)
+    if out:
+        arch.save(out)
+        console.print(f"wrote {out}")
+    else:
+        typer.echo(arch.to_json())
+
+
+@arch_app.command("info")
+def arch_info(path: Path = typer.Argument(..., help="An Arch JSON file.")) -> None:
+    """Print an arch's ops with their output shapes, MACs and parameters."""
+    from hwnas.space import Arch, space_of
+
+    arch = Arch.load(path)
+    ops = space_of(arch).ops(arch)
+    table = Table(title=f"{arch.space} {arch.resolution}x{arch.resolution} width {arch.width}")
+    for col in ("#", "op", "input", "output", "MACs (M)", "params (K)"):
+        table.add_column(col, justify="right" if col != "op" else "left")
+    for i, op in enumerate(ops):
+        name = op.kind if op.kind in ("conv", "classifier") else \
+            f"{op.kind} k{op.kernel} e{op.expand}" + (f" g{op.groups}" if op.groups > 1 else "")
+        table.add_row(str(i), name + (f" s{op.stride}" if op.stride > 1 else ""),
+                      f"{op.cin}x{op.h}x{op.w}", f"{op.cout}x{op.out_h}x{op.out_w}",
+                      f"{op.macs / 1e6:.2f}", f"{op.params / 1e3:.1f}")
+    macs, params = sum(op.macs for op in ops), sum(op.params for op in ops)
+    table.add_row("", "total", "", "", f"{macs / 1e6:.1f}", f"{params / 1e3:.1f}")
+    console.print(table)
+
+
+@app.command()
+def devices(as_json: bool = typer.Option(False, "--json", help="Print JSON instead.")) -> None:
+    """List the device backends, available here or not, with the reason and runtime version."""
+    from hwnas.devices import registry
+
+    rows = registry.describe_all()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="device backends")
+    for col in ("name", "available", "runtime", "reason / description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], "[green]yes[/]" if r["available"] else "[red]no[/]",
+                      r["runtime"], r["reason"] if not r["available"] else r["description"])
+    console.print(table)
+
+
+@app.command()
+def profile(
+    device: str = typer.Option("ort-cpu", help="Backend name (see `hwnas devices`)."),
+    space: str = typer.Option("proxyless", help="Search space (see `hwnas spaces`)."),
+    resolution: int = typer.Option(None, help="Input resolution (default: the space's)."),
+    width: float = typer.Option(1.0, help="Width multiplier."),
+    threads: int = typer.Option(1, help="Runtime threads (part of the device fingerprint)."),
+    nets: int = typer.Option(200, help="Whole networks to measure (0: lookup table only)."),
+    max_minutes: float = typer.Option(None, help="Stop after this long; continue with --resume."),
+    out: Path = typer.Option(None, help="Profile folder [default: profiles/<device>-<T>t-"
+                                        "<space>-<resolution>]."),
+    resume: bool = typer.Option(False, help="Continue an interrupted profile in --out."),
+    seed: int = typer.Option(0, help="Seed for the network sample and round order."),
+    quick: bool = typer.Option(False, help="A shorter timing protocol (tests, demos)."),
+) -> None:
+    """Measure every distinct op of a space (the lookup table) and N whole networks on a device.
+
+    Items are measured in shuffled interleaved rounds; finished rows are flushed as they come, so
+    an interrupted run loses at most the chunk in flight: rerun with --resume.
+    """
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    from hwnas.devices.measurement import Protocol
+    from hwnas.devices.profiler import ProfileConfig, Profiler
+
+    config = ProfileConfig(device=device, space=space, resolution=resolution, width=width,
+                           threads=threads, nets=nets, out=out, max_minutes=max_minutes,
+                           seed=seed, protocol=Protocol.quick() if quick else Protocol())
+    columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total, completed=done)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        profiler = Profiler(config, progress=progress, log=console.print)
+        console.print(f"profiling [bold]{device}[/] ({threads} thread(s)) on "
+                      f"{profiler.space.name} {profiler.space.resolution}x"
+                      f"{profiler.space.resolution} -> {profiler.root}")
+        try:
+            root = profiler.run(resume=resume)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/]: measured rows are kept; continue with "
+                          f"`hwnas profile ... --out {profiler.root} --resume`")
+            raise typer.Exit(130) from None
+    import json as _json
+
+    info = _json.loads((root / "device.json").read_text())
+    console.print(f"{info['status']}: {root}  (wall {info['wall_s']:.0f} s, "
+                  f"timed {info['timed_s']:.0f} s)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user mistakes become one line on stderr and exit code 2."""
+    try:
+        app(args=argv, prog_name="hwnas")
+    except HwnasError as e:
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", highlight=False,
+                                   soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Conversions of a torch module to each runtime's artifact (shared by backends and `hwnas export`)."""

@@ -1,0 +1,109 @@
+"""Building blocks of the search spaces (plain torch modules, no search logic).
+
+Each block is built from an `OpSpec` by `OpSpec.module()`, and networks are built from the same
+calls, so a block measured alone is the very code that runs inside a network.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "hswish": nn.Hardswish,
+    "none": nn.Identity,
+}
+
+
+def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+            act: str = "relu6", bn_eps: float = 1e-5) -> nn.Sequential:
+    """Conv (no bias, 'same' padding) -> BatchNorm -> activation."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout, eps=bn_eps),
+    ]
+    if act != "none":
+        layers.append(ACTIVATIONS[act]())
+    return nn.Sequential(*layers)
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet channel shuffle: [N, g, C/g, H, W] -> [N, C/g, g, H, W] -> [N, C, H, W]."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (MobileNetV3 form: reduce 4, ReLU, hard sigmoid)."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        mid = max(8, channels // reduction)
+        self.reduce = nn.Conv2d(channels, mid, 1)
+        self.expand = nn.Conv2d(mid, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        s = self.expand(torch.relu(self.reduce(s)))
+        return x * nn.functional.hardsigmoid(s)
+
+
+class InvertedResidual(nn.Module):
+    """Mobile inverted bottleneck: 1x1 expand -> kxk depthwise -> 1x1 project (+ identity).
+
+    `style="proxyless"` is ProxylessNAS's MBInvertedConvLayer: no expand conv when expand == 1,
+    mid = round(cin * expand), ReLU6. `style="fbnet"` is HW-NAS-Bench's FBNet ConvBlock: the
+    expand conv is always there, both 1x1 convs are grouped (`groups`) with a channel shuffle
+    after the first when groups > 1, ReLU. The residual is added when stride == 1 and cin == cout.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int,
+                 groups: int = 1, se: bool = False, act: str = "relu6",
+                 style: str = "proxyless", bn_eps: float = 1e-5) -> None:
+        super().__init__()
+        mid = round(cin * expand)
+        layers: list[nn.Module] = []
+        if style == "fbnet" or expand != 1:
+            layers.append(conv_bn(cin, mid, 1, groups=groups, act=act, bn_eps=bn_eps))
+            if groups > 1:
+                layers.append(ChannelShuffle(groups))
+        layers.append(conv_bn(mid, mid, kernel, stride, groups=mid, act=act, bn_eps=bn_eps))
+        if se:
+            layers.append(SqueezeExcite(mid))
+        layers.append(conv_bn(mid, cout, 1, groups=groups, act="none", bn_eps=bn_eps))
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+class Classifier(nn.Module):
+    """Global average pool -> flatten -> linear (ProxylessNAS's `Logits`)."""
+
+    def __init__(self, cin: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.mean((2, 3)))
+
+
+class Network(nn.Module):
+    """A chain of blocks (stem, searchable layers, head, classifier), as `SearchSpace.build` makes."""
+
+    def __init__(self, blocks: list[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
