@@ -108,7 +108,8 @@ def devices(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
         table.add_column(col)
     for r in rows:
         table.add_row(r["name"], "[green]yes[/]" if r["available"] else "[red]no[/]",
-                      r["runtime"], r["reason"] if not r["available"] else r["description"])
+                      escape(r["runtime"]),
+                      escape(r["reason"] if not r["available"] else r["description"]))
     console.print(table)
 
 
@@ -132,8 +133,14 @@ def profile(
     Items are measured in shuffled interleaved rounds; finished rows are flushed as they come, so
     an interrupted run loses at most the chunk in flight: rerun with --resume.
     """
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from hwnas.devices.measurement import Protocol
     from hwnas.devices.profiler import ProfileConfig, Profiler
@@ -166,6 +173,40 @@ def profile(
     info = _json.loads((root / "device.json").read_text())
     console.print(f"{info['status']}: {root}  (wall {info['wall_s']:.0f} s, "
                   f"timed {info['timed_s']:.0f} s)")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Where the demo writes its results."),
+    resolution: int = typer.Option(64, help="Input resolution of the demo profile."),
+    nets: int = typer.Option(20, help="Whole networks the demo profile measures."),
+) -> None:
+    """The flow so far on the embedded default (ort-cpu): spaces, an arch, a device profile."""
+    from hwnas.devices.measurement import Protocol
+    from hwnas.devices.profiler import ProfileConfig, Profiler
+    from hwnas.space import get_space
+
+    out.mkdir(parents=True, exist_ok=True)
+    console.rule("1. search spaces")
+    spaces()
+    console.rule("2. a sampled architecture")
+    arch = get_space("proxyless", resolution).sample(0)
+    arch_path = out / "arch.json"
+    arch.save(arch_path)
+    arch_info(arch_path)
+    console.rule("3. device backends")
+    devices(as_json=False)
+    console.rule(f"4. profile ort-cpu, proxyless {resolution}x{resolution}, {nets} nets")
+    prof_dir = out / f"profile-ort-cpu-proxyless-{resolution}"
+    config = ProfileConfig(device="ort-cpu", space="proxyless", resolution=resolution, nets=nets,
+                           out=prof_dir, protocol=Protocol.quick())
+    root = Profiler(config, log=console.print).run(resume=True)
+    import pandas as pd
+
+    ops, nets_df = pd.read_parquet(root / "ops.parquet"), pd.read_parquet(root / "nets.parquet")
+    console.print(f"lookup table: {len(ops)} ops; whole nets: {len(nets_df)}, median latency "
+                  f"{nets_df['median_ms'].min():.2f}..{nets_df['median_ms'].max():.2f} ms")
+    console.print(f"results in {out}/: arch.json, {prof_dir.name}/")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 
 # Fields whose difference makes a profile's measurements incomparable with this machine's.
-IDENTITY_FIELDS = ("cpu_model", "cores", "machine", "backend", "runtime_version", "threads",
+IDENTITY_FIELDS = ("cpu_model", "cores", "machine", "gpu_name", "backend", "runtime_version", "threads",
                    "batch", "dtype")
 
 

@@ -23,7 +23,7 @@ class Protocol:
     warmup_runs: int = 5
     warmup_s: float = 0.05
     min_runs: int = 20
-    min_s: float = 0.2
+    min_s: float = 0.8
     max_runs: int = 400
     max_s: float = 3.0
     round_runs: int = 10

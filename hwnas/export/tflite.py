@@ -25,7 +25,8 @@ from hwnas.errors import HwnasError
 
 def litert_torch_available() -> tuple[bool, str]:
     try:
-        import litert_torch  # noqa: F401
+        with quiet_fds():  # its import prints absl/oneDNN banners
+            import litert_torch  # noqa: F401
     except Exception as e:  # ImportError, or a broken install of one of its many dependencies
         return False, f"litert-torch is not usable ({type(e).__name__}: {e}); " \
                       "install the extra: pip install 'hwnas[mobile]'"
