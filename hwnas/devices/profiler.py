@@ -89,6 +89,7 @@ class Profiler:
         self.writer = ProfileWriter(Path(out))
         self.rng = np.random.default_rng(config.seed)
         self.timed_s = 0.0
+        self.convert_s = 0.0  # conversion + loading (export, session creation)
         self.deadline: float | None = None
         self._converted: dict[str, Path] = {}
         self._reference = None
@@ -171,6 +172,7 @@ class Profiler:
         bulk = getattr(self.backend, "convert_many", None)
         if bulk is None or not items:
             return
+        t0 = time.monotonic()
         done = [0]
 
         def tick(_key: str) -> None:
@@ -178,6 +180,7 @@ class Profiler:
             self.progress(f"converting {phase}", done[0], len(items))
 
         self._converted = bulk([(it.key, it.build) for it in items], progress=tick)
+        self.convert_s += time.monotonic() - t0
 
     def _measure_items(self, items: list[Item], table: str, device: dict, phase: str,
                        done_before: int, total: int) -> bool:
@@ -191,9 +194,11 @@ class Profiler:
             self._time_reference(device)
             with tempfile.TemporaryDirectory() as tmp:
                 runners = {}
+                t0 = time.monotonic()
                 for it in chunk:
                     path = self._convert_one(it, Path(tmp))
                     runners[it.key] = self.backend.load(path, it.shape)
+                self.convert_s += time.monotonic() - t0
                 results = measure_interleaved(runners, self.config.protocol, self.rng)
                 del runners
             rows = [self._row(it, results[it.key]) for it in chunk]
@@ -274,7 +279,35 @@ class Profiler:
         finally:
             device["wall_s"] = device.get("wall_s", 0.0) + (time.monotonic() - start)
             device["timed_s"] = device.get("timed_s", 0.0) + self.timed_s
+            device["convert_s"] = device.get("convert_s", 0.0) + self.convert_s
             device["updated"] = now()
             self.writer.write_device(device)
             self.writer.release()
         return self.root
+
+
+def net_items(space: SearchSpace, archs: list[Arch]) -> list[Item]:
+    """Items for whole networks (the same builder the profiler uses)."""
+    return [Item(net_id(a), functools.partial(build_net, a.to_json(indent=None)),
+                 space.input_shape()) for a in archs]
+
+
+def measure_items(backend: Backend, items: list[Item], protocol: Protocol, chunk: int = 16,
+                  seed: int = 0) -> dict[str, Measurement]:
+    """Convert, load and time items in interleaved chunks, outside a profile (benchmarks)."""
+    rng = np.random.default_rng(seed)
+    bulk = getattr(backend, "convert_many", None)
+    converted = bulk([(it.key, it.build) for it in items]) if bulk else {}
+    out: dict[str, Measurement] = {}
+    for start in range(0, len(items), chunk):
+        with tempfile.TemporaryDirectory() as tmp:
+            runners = {}
+            for it in items[start:start + chunk]:
+                path = converted.get(it.key)
+                if path is None:
+                    torch.manual_seed(0)
+                    module, shape = it.build()
+                    path = backend.convert(module, shape, Path(tmp) / f"{it.key}.{backend.artifact}")
+                runners[it.key] = backend.load(path, it.shape)
+            out.update(measure_interleaved(runners, protocol, rng))
+    return out

@@ -1,0 +1,71 @@
+"""Repeatability: the same 50 whole networks measured in two separate passes.
+
+The share of nets whose two medians agree within +-2% and +-5%, the median absolute difference,
+and Kendall tau between the passes: the ceiling of any predictor's accuracy on that device.
+The nets are spread over the latency range (every k-th net of the shipped profile's plan, or a
+fresh `plan_nets` sample when there is no profile).
+
+    python benchmarks/repeatability.py [--configs ort-cpu:1:224 ort-cpu:1:128 ...] [--nets 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+from _common import PROFILES, print_table
+from scipy.stats import kendalltau
+
+from hwnas.devices.measurement import Protocol
+from hwnas.devices.profiler import measure_items, net_items
+from hwnas.devices.registry import get_backend
+from hwnas.devices.sampling import plan_nets
+from hwnas.space import Arch, get_space
+
+DEFAULT = ["ort-cpu:1:224", "ort-cpu:1:128", "ort-cpu:2:224", "litert:1:224"]
+
+
+def pick_archs(device: str, threads: int, resolution: int, n: int) -> list[Arch]:
+    plan = PROFILES / f"{device}-{threads}t-proxyless-{resolution}" / "plan.json"
+    if plan.exists():
+        archs = [Arch.from_dict(d) for d in json.loads(plan.read_text())["archs"]]
+        step = max(1, len(archs) // n)
+        return archs[::step][:n]
+    return plan_nets(get_space("proxyless", resolution), n, seed=7)
+
+
+def run(config: str, n: int) -> dict:
+    device, threads, resolution = config.split(":")
+    backend = get_backend(device, threads=int(threads))
+    ok, reason = backend.available()
+    if not ok:
+        return {"config": config, "nets": 0, "within 2%": reason}
+    space = get_space("proxyless", int(resolution))
+    items = net_items(space, pick_archs(device, int(threads), int(resolution), n))
+    t0 = time.perf_counter()
+    a = measure_items(backend, items, Protocol(), seed=1)
+    b = measure_items(backend, items, Protocol(), seed=2)
+    ma = np.array([a[it.key].median for it in items])
+    mb = np.array([b[it.key].median for it in items])
+    rel = np.abs(ma - mb) / ((ma + mb) / 2)
+    return {"config": f"{device} {threads}t {resolution}x{resolution}", "nets": len(items),
+            "latency ms": f"{ma.min():.2f}-{ma.max():.2f}",
+            "within 2%": f"{np.mean(rel <= 0.02):.0%}", "within 5%": f"{np.mean(rel <= 0.05):.0%}",
+            "median diff": f"{np.median(rel):.2%}", "max diff": f"{rel.max():.1%}",
+            "kendall tau": float(kendalltau(ma, mb).statistic),
+            "bench min": (time.perf_counter() - t0) / 60}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", nargs="+", default=DEFAULT, help="device:threads:resolution")
+    ap.add_argument("--nets", type=int, default=50)
+    args = ap.parse_args()
+    rows = [run(c, args.nets) for c in args.configs]
+    print_table(rows, "Repeatability of whole-network latency (two separate passes)")
+
+
+if __name__ == "__main__":
+    main()
