@@ -15,7 +15,7 @@ import json
 import time
 
 import numpy as np
-from _common import PROFILES, print_table
+from _common import PROFILES, ROOT, print_table
 from scipy.stats import kendalltau
 
 from hwnas.devices.measurement import Protocol
@@ -24,6 +24,7 @@ from hwnas.devices.registry import get_backend
 from hwnas.devices.sampling import plan_nets
 from hwnas.space import Arch, get_space
 
+OUT = ROOT / "benchmarks" / "out" / "repeatability.json"
 DEFAULT = ["ort-cpu:1:224", "ort-cpu:1:128", "ort-cpu:2:224", "litert:1:224"]
 
 
@@ -50,7 +51,8 @@ def run(config: str, n: int) -> dict:
     ma = np.array([a[it.key].median for it in items])
     mb = np.array([b[it.key].median for it in items])
     rel = np.abs(ma - mb) / ((ma + mb) / 2)
-    return {"config": f"{device} {threads}t {resolution}x{resolution}", "nets": len(items),
+    return {"config": f"{device} {threads}t {resolution}x{resolution}",
+            "profile": f"{device}-{threads}t-proxyless-{resolution}", "nets": len(items),
             "latency ms": f"{ma.min():.2f}-{ma.max():.2f}",
             "within 2%": f"{np.mean(rel <= 0.02):.0%}", "within 5%": f"{np.mean(rel <= 0.05):.0%}",
             "median diff": f"{np.median(rel):.2%}", "max diff": f"{rel.max():.1%}",
@@ -65,6 +67,8 @@ def main() -> None:
     args = ap.parse_args()
     rows = [run(c, args.nets) for c in args.configs]
     print_table(rows, "Repeatability of whole-network latency (two separate passes)")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -18,6 +19,8 @@ app = typer.Typer(help="hwnas: hardware-aware latency models, NAS and deployment
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 arch_app = typer.Typer(help="Sample and inspect architectures.", no_args_is_help=True)
 app.add_typer(arch_app, name="arch")
+import_app = typer.Typer(help="Import published latency data as profiles.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
 console = Console()
 
 
@@ -127,6 +130,9 @@ def profile(
     resume: bool = typer.Option(False, help="Continue an interrupted profile in --out."),
     seed: int = typer.Option(0, help="Seed for the network sample and round order."),
     quick: bool = typer.Option(False, help="A shorter timing protocol (tests, demos)."),
+    generic: int = typer.Option(0, help="Also measure N generic ops (conv, depthwise, linear, "
+                                        "pooling, ...) sampled from realistic shapes, for "
+                                        "`hwnas predict MODEL.onnx`."),
 ) -> None:
     """Measure every distinct op of a space (the lookup table) and N whole networks on a device.
 
@@ -147,7 +153,8 @@ def profile(
 
     config = ProfileConfig(device=device, space=space, resolution=resolution, width=width,
                            threads=threads, nets=nets, out=out, max_minutes=max_minutes,
-                           seed=seed, protocol=Protocol.quick() if quick else Protocol())
+                           seed=seed, generic=generic,
+                           protocol=Protocol.quick() if quick else Protocol())
     columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as bar:
@@ -173,6 +180,155 @@ def profile(
     info = _json.loads((root / "device.json").read_text())
     console.print(f"{info['status']}: {root}  (wall {info['wall_s']:.0f} s, "
                   f"timed {info['timed_s']:.0f} s)")
+
+
+def _load_profile(path: Path):
+    from hwnas.latency.profile import Profile
+
+    return Profile.load(path)
+
+
+@app.command()
+def validate(
+    profile: Path = typer.Option(..., help="Profile folder."),
+    test_frac: float = typer.Option(0.4, help="Share of the measured nets held out."),
+    seed: int = typer.Option(0, help="Seed of the train/test split."),
+    alpha: float = typer.Option(0.1, help="Interval miscoverage (0.1: 90% intervals)."),
+    save: bool = typer.Option(True, help="Then fit the learned predictor on all nets and save "
+                                         "it inside the profile (predictor.skops/json)."),
+) -> None:
+    """Held-out accuracy of FLOPs-linear, lookup-table sum and the learned predictor.
+
+    Writes validation.json into the profile and prints the table."""
+    from hwnas.devices.store import write_json
+    from hwnas.latency.validate import fit_and_save
+    from hwnas.latency.validate import validate as run_validation
+
+    prof = _load_profile(profile)
+    report = run_validation(prof, test_frac, seed, alpha)
+    write_json(prof.root / "validation.json", report)
+    table = Table(title=f"{prof.name}: {report['n_test']} held-out nets "
+                        f"(trained on {report['n_train']})")
+    for col in ("predictor", "within 5%", "within 10%", "RMSPE", "MAPE", "bias", "Kendall tau",
+                "coverage"):
+        table.add_column(col, justify="right" if col != "predictor" else "left")
+    for name, r in report["results"].items():
+        label = f"learned ({r['family']})" if "family" in r else name
+        cov = f"{r['coverage']:.0%} (nominal {r['nominal_coverage']:.0%})" if "coverage" in r \
+            else "-"
+        table.add_row(label, f"{r['within_5']:.1%}", f"{r['within_10']:.1%}",
+                      f"{r['rmspe']:.2%}", f"{r['mape']:.2%}", f"{r['bias']:+.2%}",
+                      f"{r['kendall_tau']:.3f}", cov)
+    console.print(table)
+    if save:
+        model = fit_and_save(prof, alpha=alpha, seed=seed)
+        console.print(f"saved the learned predictor ({model.family_}) in {prof.root}")
+
+
+@app.command()
+def predict(
+    target: Path = typer.Argument(None, help="An Arch JSON or an ONNX model."),
+    profile: Path = typer.Option(..., help="Profile folder."),
+    smallest: bool = typer.Option(False, help="Instead of a file: the fastest net of the "
+                                              "profile's space by its table."),
+    largest: bool = typer.Option(False, help="Instead of a file: the slowest net."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"latency_ms", "interval_ms", '
+                                                       '"ops"} as JSON.'),
+) -> None:
+    """Predict the latency of an arch or any ONNX model on a profiled device, op by op."""
+    from hwnas.space import Arch
+
+    prof = _load_profile(profile)
+    if sum([target is not None, smallest, largest]) != 1:
+        raise HwnasError("give exactly one of: a file, --smallest, --largest")
+    if target is not None and target.suffix == ".onnx":
+        _predict_onnx(prof, target, as_json)
+        return
+    from hwnas.latency.lut import LookupTablePredictor
+    from hwnas.latency.validate import best_predictor
+
+    lut = LookupTablePredictor.from_profile(prof)
+    arch = lut.extremes()[0 if smallest else 1] if target is None else Arch.load(target)
+    model = best_predictor(prof)
+    latency = float(model.predict([arch])[0])
+    interval = None
+    if hasattr(model, "predict_interval"):
+        lo, hi = model.predict_interval([arch])
+        interval = [float(lo[0]), float(hi[0])]
+    ops = [{"key": op.key, "kind": op.kind, "ms": ms, "source": "table"}
+           for op, ms in lut.breakdown(arch)]
+    result = {"latency_ms": latency, "interval_ms": interval, "predictor":
+              getattr(model, "family_", "lut"), "profile": prof.name, "ops": ops}
+    if target is None:
+        result["arch"] = arch.to_dict()
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    _print_ops(ops, f"{prof.name}: per-op lookup table")
+    iv = f" (90% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
+    console.print(f"predicted latency: [bold]{latency:.3f} ms[/]{iv} "
+                  f"[{result['predictor']}]")
+    if target is None:
+        typer.echo(arch.to_json())
+
+
+def _print_ops(ops: list[dict], title: str) -> None:
+    table = Table(title=title)
+    for col in ("#", "op", "source", "ms"):
+        table.add_column(col, justify="right" if col in ("#", "ms") else "left")
+    for i, o in enumerate(ops):
+        table.add_row(str(i), escape(str(o.get("key") or o.get("name"))), o["source"],
+                      f"{o['ms']:.4f}")
+    console.print(table)
+
+
+def _predict_onnx(prof, path: Path, as_json: bool) -> None:
+    from hwnas.latency.onnx_graph import predict_onnx_profile
+
+    result = predict_onnx_profile(prof, path)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    _print_ops(result["ops"], f"{path.name} on {prof.name}")
+    for msg in result.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {escape(msg)}")
+    console.print(f"predicted latency: [bold]{result['latency_ms']:.3f} ms[/]")
+
+
+@import_app.command("proxyless-yaml")
+def import_proxyless(path: Path = typer.Argument(..., help="ProxylessNAS lookup-table YAML."),
+                     out: Path = typer.Option(..., help="Profile folder to write.")) -> None:
+    """The ProxylessNAS mobile lookup-table YAML -> a proxyless 224x224 profile (ops only)."""
+    from hwnas.latency.importers import import_proxyless_yaml
+
+    root = import_proxyless_yaml(path, out)
+    console.print(f"wrote {root}")
+
+
+@import_app.command("fbnet-json")
+def import_fbnet(path: Path = typer.Argument(..., help="FBNet per-layer table JSON.")) -> None:
+    """Read an FBNet per-layer lookup table (microseconds) and print its summary."""
+    from hwnas.latency.importers import import_fbnet_table_json
+
+    t = import_fbnet_table_json(path)
+    allowed = ~np.isnan(t.table)
+    console.print(f"{path}: {t.table.shape[0]} layers x {t.table.shape[1]} choices "
+                  f"({', '.join(t.choices)}); fixed {t.fixed_ms:.3f} ms; fastest net "
+                  f"{t.fixed_ms + np.nanmin(t.table, 1).sum():.3f} ms, slowest "
+                  f"{t.fixed_ms + np.nanmax(t.table, 1).sum():.3f} ms; "
+                  f"{int(allowed.sum())} entries")
+
+
+@import_app.command("latency-csv")
+def import_csv(path: Path = typer.Argument(..., help="HW-NAS-Bench/HELP latency CSV."),
+               device: str = typer.Option(..., help="Device column, e.g. raspi4 or pixel3_ms."),
+               out: Path = typer.Option(..., help="Profile folder to write."),
+               space: str = typer.Option("fbnet", help="Space of the L00.. columns.")) -> None:
+    """One device column of a HW-NAS-Bench/HELP CSV -> a nets-only profile."""
+    from hwnas.latency.importers import import_latency_csv
+
+    root = import_latency_csv(path, device, out, space)
+    console.print(f"wrote {root}")
 
 
 @app.command()

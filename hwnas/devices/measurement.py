@@ -177,6 +177,7 @@ def measure_interleaved(runners: dict[str, Callable[[], object]], protocol: Prot
     rng = rng or np.random.default_rng(0)
     results: dict[str, Measurement] = {}
     pending = dict(runners)
+    timed_ms = dict.fromkeys(runners, 0.0)  # all timed samples, discarded attempts included
     for attempt in range(protocol.retries + 1):
         warm = {k: warm_up(run, protocol) for k, run in pending.items()}
         samples: dict[str, list[float]] = {k: [] for k in pending}
@@ -189,6 +190,7 @@ def measure_interleaved(runners: dict[str, Callable[[], object]], protocol: Prot
                 s = timed_runs(pending[k], protocol.round_runs)
                 samples[k] += s
                 spent[k] += sum(s) / 1e3
+                timed_ms[k] += sum(s)
                 if _done(samples[k], spent[k], prev[k], protocol):
                     continue
                 prev[k] = float(np.median(samples[k]))
@@ -207,6 +209,8 @@ def measure_interleaved(runners: dict[str, Callable[[], object]], protocol: Prot
             break
     for k in pending:
         results[k].flagged = True
+    for k, m in results.items():
+        m.extra["timed_ms_all"] = timed_ms[k]
     if on_done:
         for k, m in results.items():
             on_done(k, m)

@@ -67,6 +67,7 @@ class ProfileConfig:
     max_minutes: float | None = None
     seed: int = 0
     chunk: int = 16
+    generic: int = 0  # extra generic ops (conv, depthwise, linear, pooling, ...) for any-model prediction
     protocol: Protocol = field(default_factory=Protocol)
 
 
@@ -113,6 +114,7 @@ class Profiler:
             "space_settings": {k: (list(v) if isinstance(v, tuple) else v)
                                for k, v in self.space.settings().items()},
             "nets_requested": self.config.nets,
+            "generic_requested": self.config.generic,
             "seed": self.config.seed,
             "wall_s": 0.0,
             "timed_s": 0.0,
@@ -202,7 +204,7 @@ class Profiler:
                 results = measure_interleaved(runners, self.config.protocol, self.rng)
                 del runners
             rows = [self._row(it, results[it.key]) for it in chunk]
-            self.timed_s += sum(sum(m.samples_ms) for m in results.values()) / 1e3
+            self.timed_s += sum(m.extra["timed_ms_all"] for m in results.values()) / 1e3
             self.writer.append(table, rows)
             device["updated"] = now()
             self.writer.write_device(device)
@@ -215,14 +217,26 @@ class Profiler:
         stats = m.stats()
         return {**item.row, **{k: stats[k] for k in STAT_COLUMNS}, "measured_at": now()}
 
+    def all_ops(self) -> list[tuple[OpSpec, str]]:
+        """The space's distinct ops, then `generic` sampled generic ops: (op, source)."""
+        ops = [(op, "space") for op in self.space.distinct_ops()]
+        if self.config.generic:
+            from hwnas.devices.generic import sample_generic_ops
+
+            known = {op.key for op, _ in ops}
+            ops += [(op, "generic") for op in sample_generic_ops(self.config.generic,
+                                                                 seed=self.config.seed)
+                    if op.key not in known]
+        return ops
+
     def _op_items(self, measured: set[str]) -> list[Item]:
         items = []
-        for op in self.space.distinct_ops():
+        for op, source in self.all_ops():
             if op.key in measured:
                 continue
             items.append(Item(op.key, functools.partial(build_op, op), op.input_shape,
                               {"key": op.key, **op.to_dict(), "macs": op.macs,
-                               "params": op.params, "source": "space"}))
+                               "params": op.params, "source": source}))
         return items
 
     def _plan(self, ops_df) -> list[Arch]:
@@ -261,7 +275,7 @@ class Profiler:
             ops_df = self.writer.rows("ops")
             measured = set(ops_df["key"]) if len(ops_df) else set()
             op_items = self._op_items(measured)
-            n_ops = len(self.space.distinct_ops())
+            n_ops = len(self.all_ops())
             self.progress("ops", n_ops - len(op_items), n_ops)
             complete = self._measure_items(op_items, "ops", device, "ops",
                                            n_ops - len(op_items), n_ops)

@@ -14,6 +14,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu6": nn.ReLU6,
     "hswish": nn.Hardswish,
     "none": nn.Identity,
+    "sigmoid": nn.Sigmoid,
+    "hsigmoid": nn.Hardsigmoid,
 }
 
 
@@ -96,6 +98,54 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(x.mean((2, 3)))
+
+
+# --- single ops of arbitrary CNNs (the `generic` kinds of OpSpec) ----------------------------
+
+def pool_padding(kernel: int) -> int:
+    """Padding of the generic pooling ops: 'same'-like for odd kernels (k3 s2 p1, ResNet's stem
+    pool), none for even ones (k2 s2, VGG's pools)."""
+    return kernel // 2 if kernel % 2 else 0
+
+
+def pool(kind: str, kernel: int, stride: int) -> nn.Module:
+    """`maxpool` / `avgpool`: one MaxPool / AveragePool node on export."""
+    cls = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
+    return cls(kernel, stride, pool_padding(kernel))
+
+
+def global_pool() -> nn.Module:
+    """`gap`: global average pool, keeping N x C x 1 x 1 (a GlobalAveragePool node)."""
+    return nn.AdaptiveAvgPool2d(1)
+
+
+def linear(cin: int, cout: int, act: str = "none") -> nn.Sequential:
+    """`linear`: flatten N x C x 1 x 1 -> fully connected (a Gemm node) -> activation."""
+    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(cin, cout)]
+    if act != "none":
+        layers.append(ACTIVATIONS[act]())
+    return nn.Sequential(*layers)
+
+
+class Elementwise(nn.Module):
+    """`add` / `mul`: x (op) a second tensor of the same shape, then an activation.
+
+    The second operand is a constant buffer (a graph initializer on export), so the block has
+    one input like every other block yet reads two full tensors, as a residual add or an
+    elementwise product in a network does.
+    """
+
+    def __init__(self, op: str, channels: int, h: int, w: int, act: str = "none") -> None:
+        super().__init__()
+        if op not in ("add", "mul"):
+            raise ValueError(f"elementwise op must be add or mul, got {op!r}")
+        self.op = op
+        self.register_buffer("other", torch.full((1, channels, h, w), 0.5))
+        self.act = ACTIVATIONS[act]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x + self.other if self.op == "add" else x * self.other
+        return self.act(y)
 
 
 class Network(nn.Module):

@@ -12,16 +12,25 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hwnas.space import blocks
 
-KINDS = ("conv", "mbconv", "fbconv", "identity", "classifier")
+KINDS = ("conv", "mbconv", "fbconv", "identity", "classifier",
+         # single ops of arbitrary CNNs (`hwnas.devices.generic`, `hwnas.latency.onnx_graph`)
+         "linear", "maxpool", "avgpool", "gap", "add", "mul", "act")
+SHAPE_KEEPING = ("maxpool", "avgpool", "gap", "add", "mul", "act")  # cout == cin
+NO_ACTIVATION = ("maxpool", "avgpool", "gap")  # act is always "none"
 
 
 @dataclass(frozen=True, order=True)
 class OpSpec:
     """A block with its input shape: what a lookup table row measures.
 
-    kind: `conv` (conv-BN-act), `mbconv` (ProxylessNAS inverted residual), `fbconv`
-    (HW-NAS-Bench FBNet block), `identity`, `classifier` (global pool + linear).
-    h, w: input spatial size; cout of a classifier is the number of classes.
+    kind: `conv` (conv-BN-act; BN folds into the conv on export, so a plain, grouped or
+    depthwise (groups == cin == cout) Conv node + activation), `mbconv` (ProxylessNAS inverted
+    residual), `fbconv` (HW-NAS-Bench FBNet block), `identity`, `classifier` (global pool +
+    linear). Single ops of arbitrary CNNs: `linear` (fully connected + act, h == w == 1),
+    `maxpool` / `avgpool` (kernel, stride), `gap` (global average pool), `add` / `mul`
+    (elementwise with a second tensor of the same shape, then act), `act` (an activation alone).
+    h, w: input spatial size; cout of a classifier is the number of classes; the shape-keeping
+    kinds have cout == cin; pooling kinds always have act "none".
     """
 
     kind: str
@@ -46,6 +55,9 @@ class OpSpec:
         for name in ("cin", "cout", "h", "w", "kernel", "stride", "expand", "groups", "batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"OpSpec.{name} must be >= 1, got {getattr(self, name)}")
+        if self.kind in NO_ACTIVATION and self.act != "none":
+            object.__setattr__(self, "act", "none")  # canonical: one key per pooling op
+        _check_generic(self)
 
     @property
     def key(self) -> str:
@@ -57,11 +69,11 @@ class OpSpec:
 
     @property
     def out_h(self) -> int:
-        return 1 if self.kind == "classifier" else (self.h - 1) // self.stride + 1
+        return _out_size(self, self.h)
 
     @property
     def out_w(self) -> int:
-        return 1 if self.kind == "classifier" else (self.w - 1) // self.stride + 1
+        return _out_size(self, self.w)
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -100,6 +112,34 @@ class OpSpec:
         return [f.name for f in dataclasses.fields(cls)]
 
 
+def _check_generic(op: OpSpec) -> None:
+    """Shape rules of the single-op kinds (the space kinds are checked by their spaces)."""
+    if op.kind in SHAPE_KEEPING and op.cout != op.cin:
+        raise ValueError(f"OpSpec kind {op.kind!r} keeps the channels: cout ({op.cout}) must "
+                         f"equal cin ({op.cin})")
+    if op.kind in ("add", "mul", "act", "gap", "linear") and op.stride != 1:
+        raise ValueError(f"OpSpec kind {op.kind!r} takes stride 1, got {op.stride}")
+    if op.kind == "linear" and (op.h, op.w) != (1, 1):
+        raise ValueError(f"OpSpec kind 'linear' takes a flattened input (h == w == 1), "
+                         f"got {op.h}x{op.w}")
+    if op.kind == "act" and op.act == "none":
+        raise ValueError("OpSpec kind 'act' needs an activation, got act='none'")
+    if op.kind in ("maxpool", "avgpool") and op.kernel % 2 == 0 and min(op.h, op.w) < op.kernel:
+        raise ValueError(f"{op.kind} kernel {op.kernel} is larger than the input {op.h}x{op.w}")
+    if op.kind == "conv" and (op.cin % op.groups or op.cout % op.groups):
+        raise ValueError(f"conv groups ({op.groups}) must divide cin ({op.cin}) and cout "
+                         f"({op.cout})")
+
+
+def _out_size(op: OpSpec, size: int) -> int:
+    """Output height/width: 'same' padding for convs and blocks; 1 for global ops."""
+    if op.kind in ("classifier", "gap", "linear"):
+        return 1
+    if op.kind in ("maxpool", "avgpool"):
+        return (size + 2 * blocks.pool_padding(op.kernel) - op.kernel) // op.stride + 1
+    return (size - 1) // op.stride + 1
+
+
 def _build(op: OpSpec) -> nn.Module:
     if op.kind == "conv":
         return blocks.conv_bn(op.cin, op.cout, op.kernel, op.stride, op.groups, op.act)
@@ -109,7 +149,21 @@ def _build(op: OpSpec) -> nn.Module:
                                        op.groups, op.se, op.act, style)
     if op.kind == "identity":
         return nn.Identity()
-    return blocks.Classifier(op.cin, op.cout)
+    if op.kind == "classifier":
+        return blocks.Classifier(op.cin, op.cout)
+    return _build_generic(op)
+
+
+def _build_generic(op: OpSpec) -> nn.Module:
+    if op.kind == "linear":
+        return blocks.linear(op.cin, op.cout, op.act)
+    if op.kind in ("maxpool", "avgpool"):
+        return blocks.pool(op.kind, op.kernel, op.stride)
+    if op.kind == "gap":
+        return blocks.global_pool()
+    if op.kind in ("add", "mul"):
+        return blocks.Elementwise(op.kind, op.cin, op.h, op.w, op.act)
+    return blocks.ACTIVATIONS[op.act]()  # "act"
 
 
 @functools.lru_cache(maxsize=65536)

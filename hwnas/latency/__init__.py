@@ -1,0 +1,1 @@
+"""Latency models: profiles on disk, lookup tables, learned predictors, metrics, the latency loss."""

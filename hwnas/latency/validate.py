@@ -1,0 +1,65 @@
+"""Held-out accuracy of a profile's predictors: FLOPs-linear, lookup-table sum, learned correction."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwnas.errors import HwnasError
+from hwnas.latency.learned import NetworkPredictor
+from hwnas.latency.lut import LookupTablePredictor
+from hwnas.latency.metrics import accuracy
+from hwnas.latency.profile import Profile
+
+
+def split(n: int, test_frac: float = 0.4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random train/test split of n items."""
+    perm = np.random.default_rng(seed).permutation(n)
+    k = int(round(n * (1 - test_frac)))
+    return np.sort(perm[:k]), np.sort(perm[k:])
+
+
+def flops_linear(macs_train: np.ndarray, y_train: np.ndarray, macs_test: np.ndarray
+                 ) -> np.ndarray:
+    """The FLOPs proxy as a predictor: latency ~ a * MACs + b, least squares on the train nets."""
+    a, b = np.polyfit(macs_train, y_train, 1)
+    return a * macs_test + b
+
+
+def validate(profile: Profile, test_frac: float = 0.4, seed: int = 0, alpha: float = 0.1
+             ) -> dict:
+    """Fit on a train split of the profile's nets, report metrics on the held-out rest."""
+    archs, y = profile.archs(), profile.net_latency()
+    if len(archs) < 20:
+        raise HwnasError(f"{profile.root}: validation needs at least 20 measured networks, "
+                         f"the profile has {len(archs)}")
+    lut = LookupTablePredictor.from_profile(profile)
+    tr, te = split(len(archs), test_frac, seed)
+    a_tr, a_te = [archs[i] for i in tr], [archs[i] for i in te]
+    macs = profile.nets["macs"].to_numpy(dtype=float)
+    learned = NetworkPredictor(alpha=alpha, seed=seed).fit(lut, a_tr, y[tr])
+    lo, hi = learned.predict_interval(a_te)
+    results = {
+        "flops_linear": accuracy(y[te], flops_linear(macs[tr], y[tr], macs[te])),
+        "lut_sum": accuracy(y[te], lut.predict(a_te)),
+        "learned": {**accuracy(y[te], learned.predict(a_te), lo, hi),
+                    "family": learned.family_, "nominal_coverage": 1 - alpha},
+    }
+    return {"profile": profile.name, "n_train": int(tr.size), "n_test": int(te.size),
+            "seed": seed, "cv_mape": learned.cv_mape_, "results": results}
+
+
+def fit_and_save(profile: Profile, alpha: float = 0.1, seed: int = 0) -> NetworkPredictor:
+    """Fit the learned predictor on all of the profile's nets and save it inside the profile."""
+    lut = LookupTablePredictor.from_profile(profile)
+    model = NetworkPredictor(alpha=alpha, seed=seed).fit(lut, profile.archs(),
+                                                        profile.net_latency())
+    model.save(profile.root)
+    return model
+
+
+def best_predictor(profile: Profile):
+    """The profile's saved learned predictor when present, else the lookup-table sum."""
+    lut = LookupTablePredictor.from_profile(profile)
+    if (profile.root / "predictor.json").exists():
+        return NetworkPredictor.load(profile.root, lut)
+    return lut

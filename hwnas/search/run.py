@@ -1,0 +1,544 @@
+"""`run_search`: ProxylessNAS under a latency budget on a measured profile; `train_arch`.
+
+What a search does (and writes to `out`):
+
+1. loads the profile (`Profile.load`) and its best predictor (`best_predictor`: the learned
+   correction when the profile has one, else the lookup-table sum), builds the lookup table
+   (`LookupTablePredictor`) and the differentiable `ExpectedLatency` over it; when the learned
+   correction is linear in the table sum its scale and offset go into E[LAT] exactly; for another
+   learned family E[LAT] is scaled by the mean predictor / table ratio over 256 sampled networks
+   (a simplification: those corrections are not linear in the probabilities);
+2. refuses at once (`HwnasError`) a budget below the latency of the fastest network of the space,
+   naming that latency;
+3. builds the supernet at the training resolution and width (`train_resolution`, default 32, and
+   `train_width`, default the profile's: the proxy task), on the data of `data` (default
+   `digits`); the latency always comes from the profile's table at the profile's own resolution
+   and width;
+4. warm-up epochs: weights only (one sampled path per step, cosine LR from 0.05); then search
+   epochs: weight steps on the train split interleaved with architecture steps (every
+   `arch_every` weight steps) on the held-out validation split: `full_v2` / `two` (binary gates,
+   Adam lr 6e-3 betas (0, 0.999)) with `LatencyLoss(ref = budget)`, or `reinforce`;
+   a `BudgetController` multiplier on the latency term grows while E[LAT] > budget and decays
+   below it;
+5. after each epoch: a row of history.csv (train loss, accuracy of the argmax network on the
+   validation split, E[LAT], latency of the argmax network, latency weight, mean entropy of p) and
+   checkpoint.safetensors (weights, alpha, BatchNorm statistics, the torch RNG; no optimizer
+   state); a later call with the same `out` resumes after the last finished epoch;
+6. the final network is the argmax of p per layer, checked with the best predictor. Over budget,
+   it is repaired greedily: repeatedly switch the one layer whose switch to a faster choice saves
+   the most table latency per unit of log-probability lost (log p_current - log p_new), until the
+   best predictor says it fits. arch.json is the network that fits (the argmax when it does);
+   summary.json says which, with the predicted latency, its interval and the accuracies.
+
+The mul#log loss needs a budget above 1 ms (log ref > 0); use add#linear below that.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hwnas.errors import HwnasError
+from hwnas.latency.learned import NetworkPredictor
+from hwnas.latency.loss import ExpectedLatency, LatencyLoss
+from hwnas.latency.lut import LookupTablePredictor
+from hwnas.latency.profile import Profile
+from hwnas.latency.validate import best_predictor
+from hwnas.search.data import ImageData, load_data
+from hwnas.search.supernet import SuperNet
+from hwnas.search.trainer import BudgetController, SearchLoop, evaluate_network, train_network
+from hwnas.space import Arch, SearchSpace, get_space, space_of
+
+GRAD_MODES = ("full_v2", "two", "reinforce")
+LOSSES = ("mul#log", "add#linear")
+HISTORY_COLUMNS = ["epoch", "phase", "lr", "train_loss", "train_acc", "arch_loss", "valid_acc",
+                   "expected_ms", "argmax_ms", "latency_weight", "entropy", "seconds"]
+CHECKPOINT = "checkpoint.safetensors"
+# settings a resumed run must share with the run that wrote the checkpoint
+RESUME_KEYS = ("profile", "budget_ms", "grad_mode", "loss", "data", "warmup_epochs",
+               "batch_size", "lr", "arch_lr", "seed", "train_resolution", "train_width",
+               "controller", "controller_rate", "arch_every", "rl_batch", "valid_frac",
+               "test_frac", "data_limit", "max_batches")
+
+
+@dataclass
+class SearchConfig:
+    """Settings of one search (see the module docstring)."""
+
+    profile: Path
+    budget_ms: float
+    out: Path = Path("runs/search")
+    grad_mode: str = "full_v2"  # full_v2 | two | reinforce
+    loss: str = "mul#log"  # mul#log | add#linear
+    data: str = "digits"  # digits | folder:PATH | cifar10:PATH
+    epochs: int = 10  # search epochs (after the warm-up)
+    warmup_epochs: int = 2
+    batch_size: int = 64
+    lr: float = 0.025  # weight lr of the search epochs (`--init_lr`)
+    arch_lr: float = 6e-3
+    seed: int = 0
+    train_resolution: int | None = 32  # proxy-task resolution; None: the profile's
+    train_width: float | None = None  # proxy-task width multiplier; None: the profile's
+    controller: str = "mul"  # budget controller: mul | add | none
+    controller_rate: float = 0.1
+    arch_every: int = 1  # an arch step after every this many weight steps (reference: 5)
+    rl_batch: int = 10  # networks per REINFORCE step
+    valid_frac: float = 0.2
+    test_frac: float = 0.2
+    data_limit: int | None = None  # at most this many training images
+    max_batches: int | None = None  # at most this many weight steps per epoch
+    threads: int | None = None  # torch.set_num_threads for the run
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        self.profile, self.out = Path(self.profile), Path(self.out)
+        if self.grad_mode not in GRAD_MODES:
+            raise HwnasError(f"unknown grad mode {self.grad_mode!r}; use {', '.join(GRAD_MODES)}")
+        if self.loss not in LOSSES:
+            raise HwnasError(f"unknown latency loss {self.loss!r}; use {', '.join(LOSSES)}")
+        if self.controller not in ("mul", "add", "none"):
+            raise HwnasError(f"unknown budget controller {self.controller!r}; use mul, add, none")
+        if not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms)
+                and self.budget_ms > 0):
+            raise HwnasError(f"the budget must be a positive number of ms, got {self.budget_ms!r}")
+        if self.loss == "mul#log" and self.budget_ms <= 1.0:
+            raise HwnasError(f"the mul#log latency loss needs a budget above 1 ms (it divides by "
+                             f"log(budget)); got {self.budget_ms} ms: use --loss add#linear")
+        for name in ("epochs", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise HwnasError(f"{name} must be >= 0")
+        if self.epochs + self.warmup_epochs < 1:
+            raise HwnasError("nothing to do: epochs + warmup_epochs must be at least 1")
+        if self.batch_size < 2:
+            raise HwnasError("batch_size must be at least 2 (BatchNorm needs a batch)")
+        if self.train_resolution is not None and self.train_resolution < 8:
+            raise HwnasError(f"train_resolution must be at least 8, got {self.train_resolution}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["profile"], d["out"] = str(self.profile.resolve()), str(self.out)
+        return d
+
+
+@dataclass
+class LatencyModel:
+    """The profile's latency predictors as the search uses them."""
+
+    profile: Profile
+    lut: LookupTablePredictor
+    best: object  # NetworkPredictor or LookupTablePredictor
+    expected: ExpectedLatency
+    scale: float
+    offset: float
+    note: str
+    fastest_ms: float = field(default=0.0)
+    slowest_ms: float = field(default=0.0)
+
+    @property
+    def predictor_name(self) -> str:
+        if isinstance(self.best, NetworkPredictor):
+            return f"learned ({self.best.family_})"
+        return "lookup-table sum"
+
+    def predict_indices(self, idx: np.ndarray) -> np.ndarray:
+        return np.asarray(self.best.predict_indices(np.asarray(idx)), dtype=float)
+
+    def interval(self, arch: Arch) -> tuple[float, float] | None:
+        if isinstance(self.best, NetworkPredictor):
+            lo, hi = self.best.predict_interval([arch])
+            return float(lo[0]), float(hi[0])
+        return None
+
+
+def latency_model(profile_dir: Path | str) -> LatencyModel:
+    """Load a profile with its best predictor and the differentiable E[LAT] for the search."""
+    profile = Profile.load(profile_dir)
+    if not len(profile.ops):
+        raise HwnasError(f"{profile.root}: the profile has no lookup table (ops.parquet): a "
+                         "gradient search needs per-op latencies")
+    best = best_predictor(profile)
+    lut = best.lut_ if isinstance(best, NetworkPredictor) else best
+    scale, offset, note = 1.0, 0.0, "lookup-table sum"
+    if isinstance(best, NetworkPredictor):
+        if best.family_ == "linear":
+            scale, offset = best.linear_correction()
+            note = f"linear correction of the table sum ({scale:.4g} x + {offset:.4g} ms)"
+        elif best.family_ != "lut":
+            rng = np.random.default_rng(0)
+            idx = np.stack([rng.integers(0, len(layer.choices), 256)
+                            for layer in lut.space_.layers], 1)
+            scale = float(np.mean(best.predict_indices(idx) / lut.predict_indices(idx)))
+            note = (f"table sum scaled by {scale:.4g}, the mean ratio of the learned "
+                    f"{best.family_} predictor to the table sum over 256 sampled networks")
+    expected = ExpectedLatency.from_predictor(lut, scale, offset)
+    model = LatencyModel(profile, lut, best, expected, scale, offset, note)
+    fastest, slowest = lut.extremes()
+    model.fastest_ms = float(model.best.predict([fastest])[0])
+    model.slowest_ms = float(model.best.predict([slowest])[0])
+    return model
+
+
+def check_budget(model: LatencyModel, budget_ms: float) -> None:
+    """Refuse a budget that no network of the space meets, naming the smallest latency."""
+    if budget_ms < model.fastest_ms:
+        space = model.profile.space
+        raise HwnasError(
+            f"budget {budget_ms:g} ms is below the fastest network of space {space.name!r} "
+            f"(resolution {space.resolution}) on profile {model.profile.name}: the smallest "
+            f"latency is {model.fastest_ms:.4g} ms ({model.predictor_name}); raise the budget to "
+            f"at least {model.fastest_ms:.4g} ms")
+
+
+def fit_to_budget(indices: np.ndarray, log_probs: np.ndarray, table: np.ndarray,
+                  predict_ms: Callable[[np.ndarray], np.ndarray], budget_ms: float
+                  ) -> tuple[np.ndarray, list[dict]]:
+    """Greedy repair of an over-budget network (see the module docstring, step 6).
+
+    Each step switches one layer to a choice with a lower table latency, the one with the largest
+    saving / (log p_current - log p_new) (a choice at least as probable as the current one costs
+    nothing and is taken first), until `predict_ms` is within the budget or no faster choice is
+    left. Returns the indices and the list of switches made.
+    """
+    idx = np.asarray(indices, dtype=np.int64).copy()
+    t = np.where(np.isnan(table), np.inf, table)
+    steps = []
+    while float(predict_ms(idx[None, :])[0]) > budget_ms:
+        best, best_key = None, None
+        for i in range(len(idx)):
+            cur = idx[i]
+            for j in range(t.shape[1]):
+                if not np.isfinite(t[i, j]) or t[i, j] >= t[i, cur]:
+                    continue
+                saving = t[i, cur] - t[i, j]
+                cost = max(float(log_probs[i, cur] - log_probs[i, j]), 0.0)
+                key = (saving / cost if cost > 1e-12 else math.inf, saving)
+                if best_key is None or key > best_key:
+                    best, best_key = (i, j), key
+        if best is None:
+            break
+        i, j = best
+        steps.append({"layer": int(i), "from": int(idx[i]), "to": int(j),
+                      "saving_ms": float(t[i, idx[i]] - t[i, j])})
+        idx[i] = j
+    return idx, steps
+
+
+def training_space(profile_space: SearchSpace, resolution: int | None, width: float | None,
+                   num_classes: int) -> SearchSpace:
+    """The profile's space at the proxy task's resolution / width / number of classes."""
+    space = get_space(profile_space.name, resolution or profile_space.resolution,
+                      width if width is not None else profile_space.width, num_classes,
+                      profile_space.channels)
+    mine = [layer.choices for layer in space.layers]
+    theirs = [layer.choices for layer in profile_space.layers]
+    if mine != theirs:
+        raise HwnasError("the training space's layers differ from the profile's: use another "
+                         "train_resolution / train_width")
+    return space
+
+
+# --- run_search ---------------------------------------------------------------------------------
+def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = None) -> dict:
+    """Run (or resume) a search; returns the summary dict that is written to summary.json.
+
+    `progress`, when given, is called after every epoch with that epoch's history row plus
+    `epochs_total`.
+    """
+    t_start = time.monotonic()
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    model = latency_model(config.profile)
+    check_budget(model, config.budget_ms)
+    pspace = model.profile.space
+    data = load_data(config.data, config.train_resolution or pspace.resolution, config.seed,
+                     config.valid_frac, config.test_frac, config.data_limit)
+    tspace = training_space(pspace, config.train_resolution, config.train_width,
+                            data.num_classes)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.seed)
+    net = SuperNet(tspace, seed=config.seed)
+    if not torch.equal(net.mask, model.expected.mask):
+        raise HwnasError("the supernet's choices do not match the profile's lookup table")
+    try:
+        loss = LatencyLoss(config.loss, ref_ms=config.budget_ms)
+    except ValueError as e:
+        raise HwnasError(str(e)) from None
+    controller = BudgetController(config.budget_ms, config.controller, config.controller_rate)
+    loop = SearchLoop(net, data, model.expected, loss, controller, config.grad_mode,
+                      model.predict_indices, config.lr, config.arch_lr, config.batch_size,
+                      config.arch_every, config.rl_batch, max_batches=config.max_batches,
+                      seed=config.seed)
+    if loop.batches_per_epoch < 1:
+        raise HwnasError(f"{data.name}: the train split ({len(data.train)} images) is smaller "
+                         f"than one batch of {config.batch_size}")
+
+    history: list[dict] = []
+    start = 0
+    ckpt = out / CHECKPOINT
+    if config.resume and ckpt.exists():
+        start, history = _resume(config, out, net, loop)
+    else:
+        for stale in (ckpt, out / "history.csv", out / "summary.json", out / "arch.json"):
+            stale.unlink(missing_ok=True)
+    _write_json(out / "config.json", config.to_dict())
+
+    total = config.warmup_epochs + config.epochs
+    for epoch in range(start, total):
+        t0 = time.monotonic()
+        phase = "warmup" if epoch < config.warmup_epochs else "search"
+        stats = loop.epoch(epoch, config.warmup_epochs, config.epochs)
+        idx = net.argmax_indices()
+        row = {"epoch": epoch, "phase": phase, **stats,
+               "valid_acc": loop.evaluate(idx, "valid", config.max_batches),
+               "expected_ms": loop.expected_ms(),
+               "argmax_ms": float(model.predict_indices(idx[None, :])[0]),
+               "latency_weight": controller.weight, "entropy": net.entropy(),
+               "seconds": time.monotonic() - t0}
+        history.append(row)
+        _save_checkpoint(ckpt, net, epoch + 1, controller.weight, loop.rl_baseline)
+        _write_history(out / "history.csv", history)
+        if progress is not None:
+            progress({**row, "epochs_total": total})
+
+    summary = _finish(config, model, net, loop, data, tspace, history)
+    summary["wall_s"] = time.monotonic() - t_start
+    _write_json(out / "summary.json", summary)
+    return summary
+
+
+def _finish(config: SearchConfig, model: LatencyModel, net: SuperNet, loop: SearchLoop,
+            data: ImageData, tspace: SearchSpace, history: list[dict]) -> dict:
+    pspace = model.profile.space
+    argmax = net.argmax_indices()
+    argmax_ms = float(model.predict_indices(argmax[None, :])[0])
+    with torch.no_grad():
+        log_probs = net.log_probs().cpu().double().numpy()
+    table = model.lut.table_ * model.scale
+    final, steps = argmax, []
+    if argmax_ms > config.budget_ms:
+        final, steps = fit_to_budget(argmax, log_probs, table, model.predict_indices,
+                                     config.budget_ms)
+    final_ms = float(model.predict_indices(final[None, :])[0])
+    met = final_ms <= config.budget_ms
+    meta = {"method": "proxylessnas", "grad_mode": config.grad_mode, "loss": config.loss,
+            "budget_ms": config.budget_ms, "predicted_ms": round(final_ms, 6),
+            "profile": model.profile.name, "data": data.name,
+            "train_resolution": tspace.resolution, "train_width": tspace.width,
+            "train_num_classes": data.num_classes}
+    arch = pspace.from_indices(final)
+    arch = Arch(arch.space, arch.choices, arch.resolution, arch.width, arch.num_classes,
+                arch.channels, meta)
+    arch.save(config.out / "arch.json")
+    interval = model.interval(arch)
+    valid_acc = loop.evaluate(final, "valid")
+    test_acc = loop.evaluate(final, "test") if len(data.test) else float("nan")
+    if argmax_ms <= config.budget_ms:
+        message = (f"the argmax network fits: {argmax_ms:.4g} ms <= budget "
+                   f"{config.budget_ms:g} ms")
+    elif met:
+        message = (f"the argmax network is over budget ({argmax_ms:.4g} ms > "
+                   f"{config.budget_ms:g} ms); arch.json is the closest network that fits "
+                   f"({final_ms:.4g} ms, {len(steps)} layer(s) switched to faster choices)")
+    else:
+        message = (f"no network within the budget was found ({final_ms:.4g} ms > "
+                   f"{config.budget_ms:g} ms)")
+    last = history[-1] if history else {}
+    return {
+        "budget_ms": config.budget_ms,
+        "met": bool(met),
+        "predicted_ms": final_ms,
+        "interval_ms": list(interval) if interval else None,
+        "interval_note": (f"conformal interval, nominal coverage {1 - model.best.alpha_:.0%}"
+                          if interval else "lookup-table sum: no interval"),
+        "predictor": model.predictor_name,
+        "expected_latency_model": model.note,
+        "message": message,
+        "choices": list(arch.choices),
+        "argmax_choices": list(pspace.from_indices(argmax).choices),
+        "argmax_ms": argmax_ms,
+        "argmax_met": bool(argmax_ms <= config.budget_ms),
+        "repair_steps": [{**s, "layer_name": pspace.layers[s["layer"]].name,
+                          "from": pspace.layers[s["layer"]].choices[s["from"]],
+                          "to": pspace.layers[s["layer"]].choices[s["to"]]} for s in steps],
+        "fastest_ms": model.fastest_ms,
+        "slowest_ms": model.slowest_ms,
+        "expected_ms": loop.expected_ms(),
+        "latency_weight": loop.controller.weight,
+        "entropy": net.entropy(),
+        "accuracy": {"valid": valid_acc, "test": test_acc,
+                     "note": "accuracy of the network inside the supernet (shared weights, "
+                             "train-mode BatchNorm) on the proxy task; train it from scratch "
+                             "with train_arch for its own accuracy"},
+        "latency_note": (f"latency from profile {model.profile.name} ({pspace.name}, resolution "
+                         f"{pspace.resolution}, width {pspace.width:g}); the proxy task trained "
+                         f"at resolution {tspace.resolution}, width {tspace.width:g}, "
+                         f"{data.num_classes} classes ({data.name})"),
+        "data": data.describe(),
+        "epochs_done": len(history),
+        "last_epoch": last,
+        "grad_mode": config.grad_mode,
+        "loss": config.loss,
+        "profile": str(model.profile.root),
+    }
+
+
+# --- checkpoint and resume ----------------------------------------------------------------------
+def _save_checkpoint(path: Path, net: SuperNet, epochs_done: int, weight: float,
+                     rl_baseline: float | None) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"net.{k}": v.detach().contiguous().clone() for k, v in net.state_dict().items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"epochs_done": str(epochs_done), "latency_weight": repr(float(weight)),
+            "rl_baseline": "" if rl_baseline is None else repr(float(rl_baseline)),
+            "format": "hwnas-search-1"}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def _resume(config: SearchConfig, out: Path, net: SuperNet, loop: SearchLoop
+            ) -> tuple[int, list[dict]]:
+    from safetensors import safe_open
+
+    saved_config = out / "config.json"
+    if saved_config.exists():
+        theirs = json.loads(saved_config.read_text())
+        mine = config.to_dict()
+        diff = [k for k in RESUME_KEYS if theirs.get(k) != mine.get(k)]
+        if diff:
+            raise HwnasError(f"{out} holds a search with other settings ("
+                             + ", ".join(f"{k}: {theirs.get(k)!r} vs {mine.get(k)!r}"
+                                         for k in diff)
+                             + "); use another out folder or resume=False to start over")
+    try:
+        with safe_open(str(out / CHECKPOINT), framework="pt") as f:
+            meta = f.metadata() or {}
+            names = list(f.keys())
+            state = {k[4:]: f.get_tensor(k) for k in names if k.startswith("net.")}
+            rng = f.get_tensor("rng.torch") if "rng.torch" in names else None
+    except Exception as e:  # a truncated or foreign file
+        raise HwnasError(f"{out / CHECKPOINT}: unreadable checkpoint ({e})") from None
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise HwnasError(f"{out / CHECKPOINT} does not fit this supernet: {e}") from None
+    if rng is not None:
+        torch.set_rng_state(rng)
+    start = int(meta.get("epochs_done", "0"))
+    loop.controller.weight = float(meta.get("latency_weight", "1.0"))
+    loop.rl_baseline = float(meta["rl_baseline"]) if meta.get("rl_baseline") else None
+    history = [r for r in _read_history(out / "history.csv") if int(r["epoch"]) < start]
+    return start, history
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    os.replace(tmp, path)
+
+
+def _read_history(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for r in rows:
+        d: dict = {}
+        for k, v in r.items():
+            if k == "phase":
+                d[k] = v
+            elif k == "epoch":
+                d[k] = int(v)
+            else:
+                d[k] = float(v) if v not in ("", None) else float("nan")
+        out.append(d)
+    return out
+
+
+def _write_json(path: Path, obj: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(o: object) -> object:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+# --- train_arch ---------------------------------------------------------------------------------
+def train_arch(arch: Arch | str | Path, data_spec: str = "digits", epochs: int = 10,
+               batch_size: int = 64, lr: float = 0.05, seed: int = 0,
+               train_resolution: int | None = 32, train_width: float | None = None,
+               out: Path | str | None = None, max_batches: int | None = None,
+               data_limit: int | None = None, valid_frac: float = 0.2, test_frac: float = 0.2,
+               threads: int | None = None, progress: Callable[[dict], None] | None = None
+               ) -> dict:
+    """Train a chosen network from scratch (`space.build`) on a data spec; report its accuracy.
+
+    `arch` is an Arch or the path of an arch.json. The network is the arch's choices in its space
+    at `train_resolution` (None: the arch's), `train_width` (None: the arch's) and the data's
+    number of classes. SGD Nesterov, cosine LR, label smoothing 0.1; accuracy with BatchNorm
+    running statistics. With `out`, writes model.safetensors and train.json there.
+    """
+    if not isinstance(arch, Arch):
+        arch = Arch.load(arch)
+    space_of(arch)  # validates the arch against its own space
+    if epochs < 1:
+        raise HwnasError("epochs must be at least 1")
+    if threads:
+        torch.set_num_threads(int(threads))
+    t0 = time.monotonic()
+    data = load_data(data_spec, train_resolution or arch.resolution, seed, valid_frac,
+                     test_frac, data_limit)
+    space = get_space(arch.space, train_resolution or arch.resolution,
+                      train_width if train_width is not None else arch.width, data.num_classes,
+                      arch.channels)
+    net_arch = space.arch(arch.choices)
+    torch.manual_seed(seed)
+    model = space.build(net_arch).train()
+    history = train_network(model, data, epochs, batch_size, lr, seed, max_batches, progress)
+    result = {
+        "arch": arch.to_dict(),
+        "data": data.describe(),
+        "train_resolution": space.resolution,
+        "train_width": space.width,
+        "epochs": epochs,
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "train_loss": history[-1]["train_loss"],
+        "valid_acc": history[-1]["valid_acc"],
+        "test_acc": evaluate_network(model, data, "test", batch_size) if len(data.test)
+        else float("nan"),
+        "history": history,
+        "wall_s": time.monotonic() - t0,
+    }
+    if out is not None:
+        from safetensors.torch import save_file
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+                  str(out / "model.safetensors"), metadata={"arch": net_arch.to_json(None)})
+        _write_json(out / "train.json", result)
+    return result

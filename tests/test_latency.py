@@ -1,0 +1,166 @@
+"""Profiles as predictors: validation of the files, the lookup table, the learned correction."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hwnas.devices.measurement import Protocol
+from hwnas.devices.profiler import ProfileConfig, Profiler
+from hwnas.errors import HwnasError
+from hwnas.latency.learned import NetworkPredictor
+from hwnas.latency.lut import LookupTablePredictor
+from hwnas.latency.profile import Profile
+from hwnas.latency.validate import fit_and_save, validate
+
+
+@pytest.fixture(scope="module")
+def small_profile(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prof") / "ort-cpu-1t-proxyless-32"
+    Profiler(ProfileConfig(device="ort-cpu", space="proxyless", resolution=32, nets=40,
+                           out=out, protocol=Protocol.quick())).run()
+    return out
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_profile_loads_and_lut_is_the_sum_of_ops(small_profile):
+    prof = Profile.load(small_profile)
+    lut = LookupTablePredictor.from_profile(prof)
+    archs = prof.archs()
+    table = prof.lut
+    by_hand = [sum(table[op.key] for op in prof.space.ops(a)) for a in archs]
+    assert np.allclose(lut.predict(archs), by_hand)
+
+
+def test_lut_extremes_are_the_fastest_and_slowest(small_profile):
+    lut = LookupTablePredictor.from_profile(Profile.load(small_profile))
+    fast, slow = lut.extremes()
+    rng = np.random.default_rng(0)
+    idx = np.stack([rng.integers(0, len(layer.choices), 2000) for layer in lut.space_.layers], 1)
+    lat = lut.predict_indices(idx)
+    f, s = lut.predict([fast, slow])
+    assert f <= lat.min() + 1e-12 and s >= lat.max() - 1e-12
+
+
+def test_expected_latency_of_a_one_hot_distribution_is_the_lut_sum(small_profile):
+    lut = LookupTablePredictor.from_profile(Profile.load(small_profile))
+    arch = lut.space_.sample(3)
+    idx = lut.indices([arch])[0]
+    probs = np.zeros_like(lut.table_)
+    probs[np.arange(len(idx)), idx] = 1.0
+    assert lut.expected(probs) == pytest.approx(float(lut.predict([arch])[0]))
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("drop_column", "required column(s) missing: median_ms"),
+    ("nan", "has missing values"),
+    ("schema", "schema_version 99 is not supported"),
+    ("negative", "must be positive milliseconds"),
+    ("no_device", "device.json is missing"),
+    ("bad_json", "malformed JSON"),
+])
+def test_damaged_profile_is_refused_with_a_clear_message(small_profile, tmp_path, damage,
+                                                         message):
+    root = _copy(small_profile, tmp_path / "p")
+    ops = pd.read_parquet(root / "ops.parquet")
+    device = json.loads((root / "device.json").read_text())
+    if damage == "drop_column":
+        ops.drop(columns=["median_ms"]).to_parquet(root / "ops.parquet")
+    elif damage == "nan":
+        ops.loc[3, "median_ms"] = np.nan
+        ops.to_parquet(root / "ops.parquet")
+    elif damage == "negative":
+        ops.loc[0, "median_ms"] = -1.0
+        ops.to_parquet(root / "ops.parquet")
+    elif damage == "schema":
+        device["schema_version"] = 99
+        (root / "device.json").write_text(json.dumps(device))
+    elif damage == "no_device":
+        (root / "device.json").unlink()
+    elif damage == "bad_json":
+        (root / "device.json").write_text("{not json")
+    with pytest.raises(HwnasError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Profile.load(root)
+
+
+def test_learned_predictor_round_trips_through_its_safe_file(small_profile, tmp_path):
+    root = _copy(small_profile, tmp_path / "p")
+    prof = Profile.load(root)
+    model = fit_and_save(prof)
+    assert (root / "predictor.json").exists()
+    assert not list(root.glob("*.pkl"))
+    lut = LookupTablePredictor.from_profile(prof)
+    again = NetworkPredictor.load(root, lut)
+    archs = [prof.space.sample(s) for s in range(20)]
+    assert again.family_ == model.family_
+    assert np.allclose(again.predict(archs), model.predict(archs))
+    lo, hi = again.predict_interval(archs)
+    assert np.all(lo <= again.predict(archs)) and np.all(again.predict(archs) <= hi)
+
+
+def test_predictor_file_with_foreign_types_is_refused(small_profile, tmp_path):
+    import skops.io as sio
+
+    root = _copy(small_profile, tmp_path / "p")
+    prof = Profile.load(root)
+    fit_and_save(prof)
+    meta = json.loads((root / "predictor.json").read_text())
+    meta["family"] = "gbr"
+    (root / "predictor.json").write_text(json.dumps(meta))
+    (root / "predictor.skops").write_bytes(sio.dumps({"f": pd.Timestamp("2020-01-01")}))
+    with pytest.raises(HwnasError, match="refusing to load types"):
+        NetworkPredictor.load(root, LookupTablePredictor.from_profile(prof))
+
+
+def test_learned_correction_fixes_a_systematic_bias():
+    """A synthetic device where every net costs 1.3x its table sum + 0.5 ms: learned fixes it."""
+    from hwnas.space import get_space
+
+    space = get_space("proxyless", resolution=32)
+    lut = {op.key: 0.01 + op.macs / 1e7 for op in space.distinct_ops()}
+    table = LookupTablePredictor().fit(space, lut)
+    archs = [space.sample(s) for s in range(80)]
+    y = 1.3 * table.predict(archs) + 0.5
+    model = NetworkPredictor(families=("lut", "linear", "gbr")).fit(table, archs[:60], y[:60])
+    assert model.family_ == "linear"
+    assert np.allclose(model.predict(archs[60:]), y[60:], rtol=1e-6)
+    assert model.linear_correction()[0] == pytest.approx(1.3)
+
+
+def test_validate_reports_all_three_predictors(small_profile):
+    report = validate(Profile.load(small_profile))
+    assert set(report["results"]) == {"flops_linear", "lut_sum", "learned"}
+    learned = report["results"]["learned"]
+    assert 0 <= learned["coverage"] <= 1 and learned["family"]
+    assert report["n_train"] + report["n_test"] == 40
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "hwnas", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_validate_and_predict(small_profile, tmp_path):
+    root = _copy(small_profile, tmp_path / "p")
+    res = _cli("validate", "--profile", str(root))
+    assert res.returncode == 0, res.stderr
+    assert (root / "validation.json").exists() and "learned" in res.stdout
+    res = _cli("predict", "--profile", str(root), "--smallest", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["latency_ms"] > 0 and len(out["interval_ms"]) == 2 and out["ops"]
+    arch_path = tmp_path / "arch.json"
+    arch_path.write_text(json.dumps(out["arch"]))
+    res = _cli("predict", str(arch_path), "--profile", str(root), "--json")
+    assert json.loads(res.stdout)["latency_ms"] == pytest.approx(out["latency_ms"])
+    res = _cli("predict", "--profile", str(root))
+    assert res.returncode == 2 and "exactly one" in res.stderr
