@@ -10,11 +10,16 @@ so far (`resource.getrusage(RUSAGE_SELF).ru_maxrss`), runs one training step and
 growth of the peak: the memory the step itself needed (activations, gradients, optimizer state),
 beyond the built model.
 
-- binary gates (`full_v2`): a weight step (one sampled path, SGD) + an architecture step
-  (binary gates, the other candidates re-run without autograd in the backward, Adam on alpha);
+- binary gates (`full_v2`): a weight step (one path, SGD) + an architecture step (binary gates
+  with the same path active, the other candidates re-run without autograd in the backward, Adam
+  on alpha);
 - all paths: a weight step and an architecture step both on the weighted sum of all candidates;
-- one sampled network (`space.build` of one arch of the 7-candidate space): a weight step, the
+- one network: `space.build` of that same path as a standalone network, a weight step: the
   reference for "the memory of training one compact network".
+
+The path is one arch sampled from the 7-candidate space (seeded) and is the same for every
+candidate count, so that the binary-gate column shows what the candidate count itself costs (a
+path drawn per run would mix in the size of the path drawn).
 
 Candidates per layer: k{3,5,7} x e{3,6} + zero = 7, then + k3_e4, k5_e4, k7_e4, k9_e3, k9_e4,
 k9_e6 up to 13 (the first layer of each stage has no zero and one fewer).
@@ -71,8 +76,9 @@ def one(kind: str, n: int, resolution: int, batch: int, seed: int) -> dict:
     space = get_space("proxyless", resolution=resolution, num_classes=10)
     x = torch.randn(batch, 3, resolution, resolution)
     y = torch.randint(0, 10, (batch,))
+    path = space.indices(space.sample(seed))
     if kind == "fixed":
-        model = space.build(space.sample(seed)).train()
+        model = space.build(space.from_indices(path)).train()
         params = sum(p.numel() for p in model.parameters())
         w_opt = weight_optimizer(list(model.parameters()), 0.01)
         base = _maxrss_mb()
@@ -83,7 +89,11 @@ def one(kind: str, n: int, resolution: int, batch: int, seed: int) -> dict:
         w_opt.step()
         return {"base_mb": base, "peak_mb": _maxrss_mb(), "params": params,
                 "step_s": time.perf_counter() - t0}
-    net = SuperNet(space, _candidates(space, n), seed=seed)
+    cands = _candidates(space, n)
+    net = SuperNet(space, cands, seed=seed)
+    # the same path in the extended candidate lists (the skip choice is last there)
+    path = [len(c) - 1 if layer.choices[j] == "zero" else j
+            for layer, c, j in zip(space.layers, cands, path, strict=True)]
     params = sum(p.numel() for p in net.parameters())
     table = torch.where(net.mask, torch.rand(net.mask.shape), torch.tensor(float("nan")))
     expected = ExpectedLatency(table.numpy(), fixed_ms=1.0)
@@ -94,7 +104,7 @@ def one(kind: str, n: int, resolution: int, batch: int, seed: int) -> dict:
     t0 = time.perf_counter()
     # weight step
     if kind == "binary":
-        net.sample_paths()
+        net.set_paths(path)
     else:
         net.set_all_paths()
     loss = F.cross_entropy(net(x), y)
@@ -104,7 +114,7 @@ def one(kind: str, n: int, resolution: int, batch: int, seed: int) -> dict:
     del loss
     # architecture step
     if kind == "binary":
-        net.binarize("full_v2")
+        net.binarize("full_v2", active=path)
     else:
         net.set_all_paths()
     loss = latency_loss(F.cross_entropy(net(x), y), expected(net.alpha))

@@ -295,6 +295,71 @@ def _predict_onnx(prof, path: Path, as_json: bool) -> None:
     console.print(f"predicted latency: [bold]{result['latency_ms']:.3f} ms[/]")
 
 
+@app.command()
+def search(
+    profile: Path = typer.Option(..., help="Profile folder of the target device."),
+    budget_ms: float = typer.Option(..., help="Latency budget on that device (ms)."),
+    out: Path = typer.Option(Path("runs/search"), help="Run folder."),
+    method: str = typer.Option("proxyless", help="Search method (proxyless)."),
+    grad: str = typer.Option("full_v2", help="Architecture gradient: full_v2 | two | reinforce."),
+    loss: str = typer.Option("mul#log", help="Latency loss: mul#log | add#linear."),
+    data: str = typer.Option("digits", help="digits | folder:PATH | cifar10:PATH."),
+    epochs: int = typer.Option(10, help="Search epochs after the warm-up."),
+    warmup_epochs: int = typer.Option(2, help="Weight-only warm-up epochs."),
+    batch_size: int = typer.Option(64, help="Batch size."),
+    train_resolution: int = typer.Option(32, help="Proxy-task training resolution (latency "
+                                                  "always comes from the profile's own)."),
+    seed: int = typer.Option(0, help="Seed."),
+    resume: bool = typer.Option(True, help="Continue an interrupted run in --out."),
+) -> None:
+    """ProxylessNAS under a latency budget: binary-gated supernet, the profile's latency loss,
+    a budget controller, and a final check (and repair) with the profile's best predictor.
+
+    The default data (scikit-learn's digits) ships with the install; on a CPU and a few epochs the
+    shared weights learn little, so the result follows the latency term: for accuracy, point
+    --data at CIFAR-10 or an image folder and train longer."""
+    from hwnas.search.run import SearchConfig, run_search
+
+    if method != "proxyless":
+        raise HwnasError(f"unknown search method {method!r}; available: proxyless")
+    config = SearchConfig(profile=profile, budget_ms=budget_ms, out=out, grad_mode=grad,
+                          loss=loss, data=data, epochs=epochs, warmup_epochs=warmup_epochs,
+                          batch_size=batch_size, train_resolution=train_resolution, seed=seed,
+                          resume=resume)
+    from rich.progress import Progress
+
+    with Progress(console=console) as bar:
+        task = bar.add_task("search", total=epochs + warmup_epochs)
+
+        def progress(row: dict) -> None:
+            bar.update(task, completed=row.get("epoch", 0) + 1,
+                       total=row.get("epochs_total", epochs + warmup_epochs))
+
+        summary = run_search(config, progress)
+    pred = summary.get("predicted_ms")
+    console.print(f"arch: {out / 'arch.json'}  predicted {pred:.3f} ms vs budget {budget_ms} ms: "
+                  f"{'met' if summary.get('met') else '[red]NOT met[/]'}"
+                  if isinstance(pred, (int, float)) else f"done: {out}")
+
+
+@app.command()
+def train(
+    arch: Path = typer.Argument(..., help="An Arch JSON."),
+    data: str = typer.Option("digits", help="digits | folder:PATH | cifar10:PATH."),
+    epochs: int = typer.Option(10, help="Epochs."),
+    batch_size: int = typer.Option(64, help="Batch size."),
+    train_resolution: int = typer.Option(32, help="Training resolution."),
+    out: Path = typer.Option(None, help="Write model.safetensors and train.json here."),
+    seed: int = typer.Option(0, help="Seed."),
+) -> None:
+    """Train a chosen network from scratch and report its accuracy."""
+    from hwnas.search.run import train_arch
+
+    res = train_arch(arch, data, epochs=epochs, batch_size=batch_size, seed=seed,
+                     train_resolution=train_resolution, out=out)
+    console.print(f"valid accuracy {res['valid_acc']:.3f}, test accuracy {res['test_acc']:.3f}")
+
+
 @import_app.command("proxyless-yaml")
 def import_proxyless(path: Path = typer.Argument(..., help="ProxylessNAS lookup-table YAML."),
                      out: Path = typer.Option(..., help="Profile folder to write.")) -> None:

@@ -48,13 +48,13 @@ def profile_dir(tmp_path_factory):
     return out
 
 
-def _space():
-    return get_space("proxyless", resolution=TRAIN_RES, width=TRAIN_WIDTH, num_classes=10)
+def _space(name="proxyless"):
+    return get_space(name, resolution=TRAIN_RES, width=TRAIN_WIDTH, num_classes=10)
 
 
-def _net(seed=0, dtype=torch.float32):
+def _net(seed=0, dtype=torch.float32, space="proxyless"):
     torch.manual_seed(seed)
-    net = SuperNet(_space(), seed=seed).to(dtype)
+    net = SuperNet(_space(space), seed=seed).to(dtype)
     with torch.no_grad():  # a distribution far from uniform
         net.alpha.copy_((torch.randn_like(net.alpha) * 1.5).masked_fill(~net.mask, 0.0))
     return net
@@ -75,9 +75,10 @@ def _force_path(net, i, j):
 
 
 # --- (a) the full_v2 estimate is the gradient of the relaxed mixed op for a linear loss ---------
-@pytest.mark.parametrize("layer", [0, 1, 5, 20])
-def test_full_v2_alpha_gradient_equals_relaxed_gradient(layer):
-    net = _net(seed=layer, dtype=torch.float64)
+@pytest.mark.parametrize("space, layer", [("proxyless", 0), ("proxyless", 1), ("proxyless", 5),
+                                          ("proxyless", 20), ("fbnet", 2), ("fbnet", 5)])
+def test_full_v2_alpha_gradient_equals_relaxed_gradient(space, layer):
+    net = _net(seed=layer, dtype=torch.float64, space=space)
     m = net.mixed[layer]
     x = _layer_input(net, layer, dtype=torch.float64)
     with torch.no_grad():
@@ -99,8 +100,9 @@ def test_full_v2_alpha_gradient_equals_relaxed_gradient(layer):
         got = net.alpha.grad
         assert torch.allclose(got[layer], expected[layer], atol=1e-5, rtol=0), j
         assert torch.all(got[:layer] == 0) and torch.all(got[layer + 1:] == 0)
-    if "zero" in net.space.layers[layer].choices:
-        assert isinstance(m.candidates[-1], Skip)
+    lay = net.space.layers[layer]
+    if "zero" in lay.choices or (lay.stride == 1 and lay.cin == lay.cout):
+        assert isinstance(m.candidates[-1], Skip)  # proxyless zero / fbnet skip: the identity
 
 
 # --- (b) two-path mode leaves the other paths' probabilities unchanged --------------------------

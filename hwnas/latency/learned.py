@@ -41,8 +41,8 @@ FAMILIES = {
     "gbr": GradientBoostingRegressor(n_estimators=300, max_depth=3, learning_rate=0.05,
                                      subsample=0.8, random_state=0),
     "rf": RandomForestRegressor(n_estimators=300, min_samples_leaf=2, random_state=0, n_jobs=1),
-    "mlp": make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(64, 64), alpha=1e-3, max_iter=3000,
-                                                        random_state=0)),
+    "mlp": make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(64, 64), alpha=1e-3,
+                                                        max_iter=3000, random_state=0)),
 }
 SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 

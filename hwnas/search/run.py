@@ -18,8 +18,9 @@ What a search does (and writes to `out`):
    epochs: weight steps on the train split interleaved with architecture steps (every
    `arch_every` weight steps) on the held-out validation split: `full_v2` / `two` (binary gates,
    Adam lr 6e-3 betas (0, 0.999)) with `LatencyLoss(ref = budget)`, or `reinforce`;
-   a `BudgetController` multiplier on the latency term grows while E[LAT] > budget and decays
-   below it;
+   a `BudgetController` multiplier on the latency term grows while the controlled latency is
+   over the budget and decays below it (by default the latency of the current argmax network,
+   the one the search delivers; `controller_signal="expected"` holds E[LAT] instead);
 5. after each epoch: a row of history.csv (train loss, accuracy of the argmax network on the
    validation split, E[LAT], latency of the argmax network, latency weight, mean entropy of p) and
    checkpoint.safetensors (weights, alpha, BatchNorm statistics, the torch RNG; no optimizer
@@ -67,7 +68,7 @@ CHECKPOINT = "checkpoint.safetensors"
 # settings a resumed run must share with the run that wrote the checkpoint
 RESUME_KEYS = ("profile", "budget_ms", "grad_mode", "loss", "data", "warmup_epochs",
                "batch_size", "lr", "arch_lr", "seed", "train_resolution", "train_width",
-               "controller", "controller_rate", "arch_every", "rl_batch", "valid_frac",
+               "controller", "controller_rate", "controller_signal", "arch_every", "rl_batch", "valid_frac",
                "test_frac", "data_limit", "max_batches")
 
 
@@ -91,6 +92,7 @@ class SearchConfig:
     train_width: float | None = None  # proxy-task width multiplier; None: the profile's
     controller: str = "mul"  # budget controller: mul | add | none
     controller_rate: float = 0.1
+    controller_signal: str = "argmax"  # argmax | expected | max
     arch_every: int = 1  # an arch step after every this many weight steps (reference: 5)
     rl_batch: int = 10  # networks per REINFORCE step
     valid_frac: float = 0.2
@@ -108,6 +110,9 @@ class SearchConfig:
             raise HwnasError(f"unknown latency loss {self.loss!r}; use {', '.join(LOSSES)}")
         if self.controller not in ("mul", "add", "none"):
             raise HwnasError(f"unknown budget controller {self.controller!r}; use mul, add, none")
+        if self.controller_signal not in ("argmax", "expected", "max"):
+            raise HwnasError(f"unknown controller signal {self.controller_signal!r}; "
+                             "use argmax, expected or max")
         if not (isinstance(self.budget_ms, (int, float)) and math.isfinite(self.budget_ms)
                 and self.budget_ms > 0):
             raise HwnasError(f"the budget must be a positive number of ms, got {self.budget_ms!r}")
@@ -254,9 +259,17 @@ def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = N
     `progress`, when given, is called after every epoch with that epoch's history row plus
     `epochs_total`.
     """
-    t_start = time.monotonic()
+    threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(int(config.threads))
+    try:
+        return _run_search(config, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None) -> dict:
+    t_start = time.monotonic()
     model = latency_model(config.profile)
     check_budget(model, config.budget_ms)
     pspace = model.profile.space
@@ -275,7 +288,8 @@ def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = N
         loss = LatencyLoss(config.loss, ref_ms=config.budget_ms)
     except ValueError as e:
         raise HwnasError(str(e)) from None
-    controller = BudgetController(config.budget_ms, config.controller, config.controller_rate)
+    controller = BudgetController(config.budget_ms, config.controller, config.controller_rate,
+                                  signal=config.controller_signal)
     loop = SearchLoop(net, data, model.expected, loss, controller, config.grad_mode,
                       model.predict_indices, config.lr, config.arch_lr, config.batch_size,
                       config.arch_every, config.rl_batch, max_batches=config.max_batches,
@@ -507,8 +521,22 @@ def train_arch(arch: Arch | str | Path, data_spec: str = "digits", epochs: int =
     space_of(arch)  # validates the arch against its own space
     if epochs < 1:
         raise HwnasError("epochs must be at least 1")
+    saved_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
+    try:
+        return _train_arch(arch, data_spec, epochs, batch_size, lr, seed, train_resolution,
+                           train_width, out, max_batches, data_limit, valid_frac, test_frac,
+                           progress)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _train_arch(arch: Arch, data_spec: str, epochs: int, batch_size: int, lr: float, seed: int,
+                train_resolution: int | None, train_width: float | None,
+                out: Path | str | None, max_batches: int | None, data_limit: int | None,
+                valid_frac: float, test_frac: float,
+                progress: Callable[[dict], None] | None) -> dict:
     t0 = time.monotonic()
     data = load_data(data_spec, train_resolution or arch.resolution, seed, valid_frac,
                      test_frac, data_limit)

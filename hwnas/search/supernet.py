@@ -286,8 +286,13 @@ class SuperNet(nn.Module):
         self.set_paths(idx)
         return idx
 
-    def binarize(self, mode: str, generator: torch.Generator | None = None) -> np.ndarray:
-        """Sample binary gates for an architecture step (`MixedEdge.binarize`); active indices."""
+    def binarize(self, mode: str, generator: torch.Generator | None = None,
+                 active: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """Sample binary gates for an architecture step (`MixedEdge.binarize`); active indices.
+
+        `active` fixes the active path of each layer instead of drawing it (tests, benchmarks);
+        in `two` mode the second path is still drawn from p.
+        """
         if mode not in ARCH_MODES:
             raise ValueError(f"unknown binary mode {mode!r}; use one of {', '.join(ARCH_MODES)}")
         self._old_alpha = []
@@ -296,7 +301,17 @@ class SuperNet(nn.Module):
         active = np.zeros(len(self.mixed), dtype=np.int64)
         for i, m in enumerate(self.mixed):
             p = probs[i, :m.n]
-            if mode == "two" and m.n >= 2:
+            if active is not None:
+                a = int(active[i])
+                if mode == "two" and m.n >= 2:
+                    rest = p.clone()
+                    rest[a] = 0.0
+                    other = int(torch.multinomial(rest / rest.sum(), 1, generator=generator)[0])
+                    m.active, m.involved = a, [a, other]
+                else:
+                    m.active = a
+                    m.involved = list(range(m.n)) if mode == "full_v2" else [a]
+            elif mode == "two" and m.n >= 2:
                 pair = torch.multinomial(p, 2, replacement=False, generator=generator)
                 slice_p = torch.softmax(self.alpha.detach()[i, pair], 0)
                 c = int(torch.multinomial(slice_p, 1, generator=generator)[0])
