@@ -45,18 +45,31 @@ def run(config: str, n: int) -> dict:
         return {"config": config, "nets": 0, "within 2%": reason}
     space = get_space("proxyless", int(resolution))
     items = net_items(space, pick_archs(device, int(threads), int(resolution), n))
+    # a fixed mid-latency net of the same space, timed inside every chunk: the drift reference
+    ref = net_items(space, [pick_archs(device, int(threads), int(resolution), 3)[1]])[0]
+    ref.key = "reference-" + ref.key
     t0 = time.perf_counter()
-    a = measure_items(backend, items, Protocol(), seed=1)
-    b = measure_items(backend, items, Protocol(), seed=2)
+    a = measure_items(backend, items, Protocol(), seed=1, reference=ref)
+    b = measure_items(backend, items, Protocol(), seed=2, reference=ref)
     ma = np.array([a[it.key].median for it in items])
     mb = np.array([b[it.key].median for it in items])
     rel = np.abs(ma - mb) / ((ma + mb) / 2)
+    ra = np.array([a[it.key].extra["reference_ms"] for it in items])
+    rb = np.array([b[it.key].extra["reference_ms"] for it in items])
+    base = np.median(np.concatenate([ra, rb]))
+    ca, cb = ma * base / ra, mb * base / rb
+    crel = np.abs(ca - cb) / ((ca + cb) / 2)
     return {"config": f"{device} {threads}t {resolution}x{resolution}",
             "profile": f"{device}-{threads}t-proxyless-{resolution}", "nets": len(items),
             "latency ms": f"{ma.min():.2f}-{ma.max():.2f}",
             "within 2%": f"{np.mean(rel <= 0.02):.0%}", "within 5%": f"{np.mean(rel <= 0.05):.0%}",
             "median diff": f"{np.median(rel):.2%}", "max diff": f"{rel.max():.1%}",
             "kendall tau": float(kendalltau(ma, mb).statistic),
+            "drift-corrected within 2%": f"{np.mean(crel <= 0.02):.0%}",
+            "corrected within 5%": f"{np.mean(crel <= 0.05):.0%}",
+            "corrected median diff": f"{np.median(crel):.2%}",
+            "corrected tau": float(kendalltau(ca, cb).statistic),
+            "reference drift": f"{(max(ra.max(), rb.max()) / min(ra.min(), rb.min()) - 1):.1%}",
             "bench min": (time.perf_counter() - t0) / 60}
 
 

@@ -307,21 +307,36 @@ def net_items(space: SearchSpace, archs: list[Arch]) -> list[Item]:
 
 
 def measure_items(backend: Backend, items: list[Item], protocol: Protocol, chunk: int = 16,
-                  seed: int = 0) -> dict[str, Measurement]:
-    """Convert, load and time items in interleaved chunks, outside a profile (benchmarks)."""
+                  seed: int = 0, reference: Item | None = None) -> dict[str, Measurement]:
+    """Convert, load and time items in interleaved chunks, outside a profile (benchmarks).
+
+    With `reference`, that item is timed inside every chunk too (same rounds, same conditions)
+    and its median is stored in each item's `extra["reference_ms"]`, so slow drift of the machine
+    between chunks or passes can be measured and divided out.
+    """
     rng = np.random.default_rng(seed)
+    everything = items + ([reference] if reference else [])
     bulk = getattr(backend, "convert_many", None)
-    converted = bulk([(it.key, it.build) for it in items]) if bulk else {}
+    converted = bulk([(it.key, it.build) for it in everything]) if bulk else {}
     out: dict[str, Measurement] = {}
-    for start in range(0, len(items), chunk):
-        with tempfile.TemporaryDirectory() as tmp:
-            runners = {}
-            for it in items[start:start + chunk]:
-                path = converted.get(it.key)
-                if path is None:
-                    torch.manual_seed(0)
-                    module, shape = it.build()
-                    path = backend.convert(module, shape, Path(tmp) / f"{it.key}.{backend.artifact}")
-                runners[it.key] = backend.load(path, it.shape)
-            out.update(measure_interleaved(runners, protocol, rng))
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def load(it: Item):
+            path = converted.get(it.key)
+            if path is None:
+                torch.manual_seed(0)
+                module, shape = it.build()
+                path = backend.convert(module, shape, Path(tmp) / f"{it.key}.{backend.artifact}")
+            return backend.load(path, it.shape)
+
+        ref_run = load(reference) if reference else None
+        for start in range(0, len(items), chunk):
+            runners = {it.key: load(it) for it in items[start:start + chunk]}
+            if ref_run is not None:
+                runners["__reference__"] = ref_run
+            res = measure_interleaved(runners, protocol, rng)
+            ref = res.pop("__reference__", None)
+            for m in res.values():
+                m.extra["reference_ms"] = ref.median if ref else None
+            out.update(res)
     return out
