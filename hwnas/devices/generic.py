@@ -5,8 +5,12 @@ Follows nn-Meter's kernel builder (Zhang et al., MobiSys 2021, Sec. 4.2 and its
 use, the rest add the frequent settings (HW 28/56/112, kernels 5/7, strides 2), one sampler per
 kernel type. Here the channel count is drawn around a width typical of the spatial size (wide
 tensors are small, as in every classic CNN), log-uniform within a factor of about 5 either way,
-rounded to a multiple of 8; each op's MACs and tensor sizes are capped so that one op runs in
-well under ~50 ms on one CPU core. Conv-heavy mix: dense / 1x1 / stem / grouped / depthwise conv,
+then, as in model zoos, mostly snapped to a power of two or another common width (24, 40, 96,
+...; the runtimes' vector blocks favour them) and otherwise to a multiple of 8; a conv's output
+width is often its input width or a small ratio of it (x1/4 ... x6, as in bottlenecks). Fully connected
+layers span 0.1-64 MB of weights, so that they also show where the cache ends (the memory model
+of `hwnas.latency.op_predictor`). Each op's MACs and tensor sizes are capped so that one op runs
+in well under ~50 ms on one CPU core. Conv-heavy mix: dense / 1x1 / stem / grouped / depthwise conv,
 fully connected, max / average / global pooling, residual add, elementwise mul, activations.
 
 `sample_generic_ops(n, seed)` is deterministic, keys are distinct, batch 1, and the first n ops
@@ -22,12 +26,16 @@ from hwnas.space import OpSpec
 CLASSIC_HW = (7, 14, 28, 56, 112, 224)  # ImageNet networks at 224
 OTHER_HW = (3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160)  # other inputs
 STEM_HW = (96, 112, 128, 160, 192, 224)
-MAX_MACS = 4.0e8  # ~10-30 ms for one conv on one core
+MAX_MACS = 6.0e8  # ~5-10 ms for one conv on one core
 MAX_ELEMS = 3_000_000  # elements of any one tensor (12 MB in float32)
-MAX_FC_WEIGHTS = 12_000_000  # fully connected weights (48 MB)
+MAX_FC_WEIGHTS = 16_000_000  # fully connected weights (64 MB: twice a large L3)
+COMMON_WIDTHS = (16, 24, 32, 40, 48, 64, 72, 80, 96, 112, 120, 128, 144, 160, 192, 240, 256, 288,
+                 320, 384, 448, 480, 512, 576, 640, 672, 768, 960, 1024, 1152, 1280, 1536, 2048)
+POW2_WIDTHS = (16, 32, 64, 128, 256, 512, 1024, 2048)
+RATIOS = (0.25, 0.5, 1.0, 1.0, 1.0, 2.0, 2.0, 4.0, 6.0)  # cout / cin: plain, bottleneck, expansion
 
 # the mix, in slots per 40 ops (conv-heavy); kept as a fixed cycle so that it is exact per 40
-MIX = (("conv", 14), ("conv1x1", 4), ("stem", 2), ("gconv", 2), ("dwconv", 7), ("linear", 2),
+MIX = (("conv", 13), ("conv1x1", 5), ("stem", 2), ("gconv", 1), ("dwconv", 7), ("linear", 3),
        ("pool", 2), ("gap", 1), ("add", 3), ("mul", 1), ("act", 2))
 
 
@@ -51,13 +59,30 @@ def _hw(rng: np.random.Generator, classic: float = 0.6) -> int:
     return int(rng.choice(pool))
 
 
+def _snap(rng: np.random.Generator, c: float, common: float = 0.7) -> int:
+    """A width near c: the nearest power of two (35%), common width (35%) or multiple of 8
+    (30%), in [8, 2048]."""
+    u = rng.random()
+    if u < common / 2:
+        return int(min(POW2_WIDTHS, key=lambda w: abs(np.log(w / c))))
+    if u < common:
+        return int(min(COMMON_WIDTHS, key=lambda w: abs(np.log(w / c))))
+    return int(min(2048, max(8, round(c / 8) * 8)))
+
+
 def _channels(rng: np.random.Generator, hw: int, spread: float = 5.0) -> int:
     """Channels typical of a tensor of spatial size `hw` (24 at 112, 512 at 7 ...), log-uniform
-    within `spread` either way, rounded to a multiple of 8, in [8, 2048]."""
+    within `spread` either way, then snapped (`_snap`)."""
     center = 32.0 * (112.0 / hw) ** 0.85
     lo, hi = max(8.0, center / spread), min(2048.0, center * spread)
-    c = np.exp(rng.uniform(np.log(lo), np.log(hi)))
-    return int(min(2048, max(8, round(c / 8) * 8)))
+    return _snap(rng, float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
+
+
+def _cout(rng: np.random.Generator, hw: int, cin: int, spread: float = 5.0) -> int:
+    """Output channels: 60% a ratio of cin (often equal), else drawn like cin."""
+    if rng.random() < 0.6:
+        return _snap(rng, cin * float(rng.choice(RATIOS)))
+    return _channels(rng, hw, spread)
 
 
 def _pick(rng: np.random.Generator, values: tuple, weights: tuple) -> object:
@@ -73,21 +98,22 @@ def _conv(rng: np.random.Generator) -> OpSpec:
     hw = _hw(rng)
     k = int(_pick(rng, (1, 3, 5, 7), (0.25, 0.55, 0.1, 0.1)))
     s = int(_pick(rng, (1, 2), (0.75, 0.25)))
-    return OpSpec("conv", _channels(rng, hw), _channels(rng, hw), hw, hw, kernel=k, stride=s,
-                  act=_act(rng))
+    cin = _channels(rng, hw)
+    return OpSpec("conv", cin, _cout(rng, hw, cin), hw, hw, kernel=k, stride=s, act=_act(rng))
 
 
 def _conv1x1(rng: np.random.Generator) -> OpSpec:
     hw = _hw(rng)
-    return OpSpec("conv", _channels(rng, hw, 8.0), _channels(rng, hw, 8.0), hw, hw, kernel=1,
-                  act=_act(rng))
+    cin = _channels(rng, hw, 8.0)
+    return OpSpec("conv", cin, _cout(rng, hw, cin, 8.0), hw, hw, kernel=1, act=_act(rng))
 
 
 def _stem(rng: np.random.Generator) -> OpSpec:
     hw = int(rng.choice(STEM_HW))
     k = int(_pick(rng, (3, 5, 7), (0.7, 0.1, 0.2)))
     cout = int(_pick(rng, (16, 24, 32, 48, 64), (0.25, 0.1, 0.35, 0.1, 0.2)))
-    return OpSpec("conv", 3, cout, hw, hw, kernel=k, stride=2, act=_act(rng))
+    s = int(_pick(rng, (1, 2), (0.25, 0.75)))
+    return OpSpec("conv", 3, cout, hw, hw, kernel=k, stride=s, act=_act(rng))
 
 
 def _gconv(rng: np.random.Generator) -> OpSpec:
@@ -109,15 +135,16 @@ def _dwconv(rng: np.random.Generator) -> OpSpec:
     return OpSpec("conv", c, c, hw, hw, kernel=k, stride=s, groups=c, act=_act(rng))
 
 
-def _linear(rng: np.random.Generator) -> OpSpec:
-    special = (256, 512, 576, 768, 1024, 1280, 2048, 4096)
-    if rng.random() < 0.5:
-        cin = int(rng.choice(special))
-    else:
-        cin = int(round(np.exp(rng.uniform(np.log(64), np.log(12800))) / 8) * 8)
-    cout = int(_pick(rng, (10, 100, 1000, 0), (0.1, 0.1, 0.5, 0.3)))
+def _linear(rng: np.random.Generator, stratum: int = 0) -> OpSpec:
+    """Weights in 0.1-64 MB, log-uniform within one of 8 strata (taken in turn, so that any
+    profile spans the range); cout 1000 (a classifier) or a hidden width."""
+    lo, hi = np.log(25_000), np.log(MAX_FC_WEIGHTS)
+    k = (stratum * 3) % 8  # 0, 3, 6, 1, 4, 7, 2, 5: a spread already after a few ops
+    weights = np.exp(rng.uniform(lo + (hi - lo) * k / 8, lo + (hi - lo) * (k + 1) / 8))
+    cout = int(_pick(rng, (10, 100, 1000, 0), (0.05, 0.1, 0.45, 0.4)))
     if cout == 0:
-        cout = int(round(np.exp(rng.uniform(np.log(64), np.log(4096))) / 8) * 8)
+        cout = _snap(rng, float(np.exp(rng.uniform(np.log(128), np.log(4096)))))
+    cin = int(min(32768, max(16, round(weights / cout / 8) * 8)))
     act = "none" if rng.random() < 0.7 else "relu"
     return OpSpec("linear", cin, cout, 1, 1, act=act)
 
@@ -179,10 +206,12 @@ def sample_generic_ops(n: int, seed: int = 0, max_tries: int = 200) -> list[OpSp
     schedule = _schedule()
     ops: list[OpSpec] = []
     seen: set[str] = set()
+    n_linear = 0
     while len(ops) < n:
-        sampler = SAMPLERS[schedule[len(ops) % len(schedule)]]
+        name = schedule[len(ops) % len(schedule)]
+        sampler = SAMPLERS[name]
         for _ in range(max_tries):
-            op = sampler(rng)
+            op = _linear(rng, n_linear) if name == "linear" else sampler(rng)
             if op.key not in seen and within_limits(op):
                 break
         else:
@@ -190,4 +219,5 @@ def sample_generic_ops(n: int, seed: int = 0, max_tries: int = 200) -> list[OpSp
                                f"op in {max_tries} tries")
         seen.add(op.key)
         ops.append(op)
+        n_linear += name == "linear"
     return ops

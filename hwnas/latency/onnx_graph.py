@@ -4,13 +4,26 @@ The kernel-sum method of nn-Meter (Zhang et al., MobiSys 2021): the graph is cut
 the runtime executes (a Conv with its folded BatchNorm and fused activation is one kernel), each
 unit is priced from the lookup table when it was measured, else by the op predictor
 (`hwnas.latency.op_predictor`), and the network latency is the sum, corrected for what the
-runtime does differently inside a network than around one op measured alone:
+runtime does differently inside a network than around one op timed alone (`in_network`; this
+models onnxruntime's CPU provider, whose graph optimiser was read off its optimised graphs and
+per-node profiles):
 
-- fusion: onnxruntime (CPU, default optimisation) fuses a residual Add (and the activation after
-  it) into the Conv that produces one of its inputs, so such an Add costs nothing extra
-  (`fuse_residual_add`);
-- overhead: every op measured alone pays one session call and the copies of its input and
-  output; a network pays those once, so `overhead_ms` is taken off every op but one.
+- fusion: a residual Add (and the activation after it) is fused into the Conv that produces one
+  of its inputs, so it costs nothing extra (`fuse_residual_add`). (A Conv's HardSwish is fused
+  in a network but not in a conv timed alone, whose output is the graph output; the fused
+  epilogue costs about what the two extra nodes do, so such a conv keeps its own price.)
+- overhead: every op timed alone pays one session call and the copies of its input and output;
+  a network pays that once but still dispatches every node, so 80% of the fixed cost of one
+  standalone run (`overhead_ms`) is taken off every op but one (`NODE_SHARE`: on chains of 8-16
+  identical convs here, the implied saving per op was 0.4-3 us of the 3.7 us fixed cost);
+- layout: a conv (dense or depthwise) or pool timed alone runs in the blocked NCHWc layout
+  between a ReorderInput and a ReorderOutput; inside a network the tensor stays NCHWc from one
+  such op to the next, so each reorder whose neighbour is NCHWc too is taken off, priced as one
+  elementwise pass over that tensor (a ReLU of its size, less the overhead);
+- memory: an op timed alone finds its weights in the cache; a network whose weights and
+  activations exceed the cache reloads them on every run. The cost per MB and the cache size come
+  from the profile's fully connected ops (`OpPredictor.memory_`), and the network pays
+  miss_fraction(weights + activations) * weights * cost per MB.
 
 Ops that cost nothing (Flatten, Reshape, Identity, shape arithmetic ...) are listed as `free`.
 Anything else is `unknown`, named with its node and op type; it is priced as one elementwise pass
@@ -28,6 +41,7 @@ from torch import nn
 
 from hwnas.space import OpSpec
 
+NODE_SHARE = 0.2  # share of a standalone run's fixed cost that a node still costs in a network
 FREE_OPS = {"Flatten", "Reshape", "Identity", "Constant", "Shape", "Squeeze", "Unsqueeze",
             "Dropout", "ConstantOfShape", "Cast", "Size"}
 ACT_OPS = {"Relu": "relu", "HardSwish": "hswish", "Sigmoid": "sigmoid",
@@ -47,6 +61,11 @@ class GraphOp:
     nodes: list[str] = field(default_factory=list)
     note: str = ""
     copy_of: OpSpec | None = None  # unknown ops: the elementwise pass that prices them
+    idx: list[int] = field(default_factory=list, repr=False)  # node indices
+    inputs: list[str] = field(default_factory=list, repr=False)  # data tensors it reads
+    outputs: list[str] = field(default_factory=list, repr=False)  # tensors others read
+    layout: str = "nchw"  # in a network: "nchwc" (blocked), "nchw", "pass" (Identity)
+    graph_output: bool = False
 
 
 @dataclass
@@ -79,7 +98,9 @@ class OnnxPrediction:
     total_ms: float
     ops: list[PredictedOp]
     unknown: list[UnknownOp]
-    overhead_ms: float = 0.0  # taken off every priced op but one
+    overhead_ms: float = 0.0  # per op, taken off every priced op but one
+    reorder_ms: float = 0.0  # layout reorders of ops timed alone that a network does not run
+    memory_ms: float = 0.0  # weights a network reloads from memory on every run
 
     @property
     def sum_ms(self) -> float:
@@ -94,7 +115,8 @@ class OnnxPrediction:
 
     def to_dict(self) -> dict:
         return {"latency_ms": self.total_ms, "sum_ms": self.sum_ms,
-                "overhead_ms": self.overhead_ms, "ops": [r.to_dict() for r in self.ops],
+                "overhead_ms": self.overhead_ms, "reorder_ms": self.reorder_ms,
+                "memory_ms": self.memory_ms, "ops": [r.to_dict() for r in self.ops],
                 "warnings": [f"{u.node} ({u.op_type}): {u.message}" for u in self.unknown]}
 
 
@@ -328,16 +350,17 @@ def split_onnx(model, fuse_residual_add: bool = True) -> list[GraphOp]:
     for i, node in enumerate(g.nodes):
         if i in used:
             continue
+        before = set(used)
         t = node.op_type
         if t == "Conv":
             fused = _residual_add(g, i, used) if fuse_residual_add else None
-            op = _conv(g, i, used)
-            ops.append(op)
+            ops.append(_conv(g, i, used))
+            ops[-1].idx = sorted((used - before) | {i})
             if fused:
                 used.update(fused)
                 names = [g.nodes[j].name for j in fused]
                 ops.append(GraphOp(names[0], "Add", None, "fused", names,
-                                   f"fused into Conv {node.name} by the runtime"))
+                                   f"fused into Conv {node.name} by the runtime", idx=fused))
             continue
         used.add(i)
         if t in FREE_OPS or _is_shape_arithmetic(g, node):
@@ -356,7 +379,48 @@ def split_onnx(model, fuse_residual_add: bool = True) -> list[GraphOp]:
             ops.append(_eltwise(g, i, used))
         else:
             ops.append(_unknown(g, node))
+        ops[-1].idx = sorted((used - before) | {i})
+    _link(g, ops)
     return ops
+
+
+def _link(g: _Graph, ops: list[GraphOp]) -> None:
+    """Fill each op's data inputs, outputs and in-network layout."""
+    for op in ops:
+        inside = {t for j in op.idx for t in g.nodes[j].output}
+        op.inputs = list(dict.fromkeys(t for j in op.idx for t in g.nodes[j].input
+                                       if t and t not in inside and t not in g.consts))
+        op.outputs = [t for t in inside if t in g.outputs or
+                      any(c not in op.idx for c in g.consumers.get(t, []))]
+        op.graph_output = any(t in g.outputs for t in op.outputs)
+        op.layout = _layout(g, op)
+
+
+def _layout(g: _Graph, op: GraphOp) -> str:
+    """The layout onnxruntime's CPU provider runs an op in, inside a network (NCHWc transformer:
+    dense and depthwise Conv, pools, same-shape Add/Mul, activations, BatchNorm, Concat)."""
+    if op.role == "fused":
+        return "nchwc"
+    if op.role == "free":
+        return "pass" if op.op_type in ("Identity", "Dropout") else "nchw"
+    if op.role == "unknown":
+        return "nchwc" if op.op_type == "Concat" else "nchw"
+    spec = op.spec
+    if spec.kind == "conv":
+        return "nchwc" if _nchwc_conv(spec) else "nchw"
+    if spec.kind in ("maxpool", "avgpool", "act"):
+        return "nchwc"
+    if spec.kind == "gap":
+        return "nchw" if op.op_type == "ReduceMean" else "nchwc"
+    if spec.kind in ("add", "mul"):
+        out = g.shape(op.outputs[0]) if op.outputs else None
+        same = out is not None and all(g.shape(t) == out for t in op.inputs)
+        return "nchwc" if same else "nchw"
+    return "nchw"
+
+
+def _nchwc_conv(spec: OpSpec) -> bool:
+    return spec.groups == 1 or spec.groups == spec.cin == spec.cout
 
 
 def _load(model):
@@ -373,42 +437,121 @@ def _load(model):
 
 def predict_onnx(model, lut: dict[str, float], op_predictor=None,
                  overhead_ms: float | None = None, fuse_residual_add: bool = True,
-                 ) -> OnnxPrediction:
+                 in_network: bool = True) -> OnnxPrediction:
     """Predict the latency of an ONNX model (path, bytes or ModelProto) on a profiled device.
 
     `lut`: op key -> measured ms (a profile's `lut`); `op_predictor`: a fitted `OpPredictor`
     for ops the table lacks (without one they count as 0 ms and are reported as unknown).
-    `overhead_ms`: the fixed cost of one standalone op run, taken off every priced op but one
-    (default: the predictor's `overhead_ms_`, else 0).
+    `overhead_ms`: what a network saves per op on the fixed cost of a standalone run, taken off
+    every priced op but one (default: (1 - NODE_SHARE) x the predictor's `overhead_ms_`, else
+    0). `in_network`: the corrections for what onnxruntime's CPU provider does inside a network
+    (layout reorders, weights reloaded from memory; see the module doc); False gives the plain
+    sum (less the overhead).
     """
     graph_ops = split_onnx(model, fuse_residual_add)
-    need = [op.spec or op.copy_of for op in graph_ops
-            if (op.spec or op.copy_of) is not None and (op.spec or op.copy_of).key not in lut]
+    prices = {op_i: _priced_spec(op) for op_i, op in enumerate(graph_ops)}
+    passes = _reorder_passes(graph_ops) if in_network else []
+    need = [s for s in [*prices.values(), *(p for p, _ in passes)]
+            if s is not None and s.key not in lut]
     predicted = {}
     if op_predictor is not None and need:
         uniq = list(dict.fromkeys(need))
         predicted = dict(zip([o.key for o in uniq], op_predictor.predict(uniq), strict=True))
     rows, unknown = [], []
-    for op in graph_ops:
-        row, msg = _price(op, lut, predicted)
+    for op_i, op in enumerate(graph_ops):
+        row, msg = _price(op, prices[op_i], lut, predicted)
         rows.append(row)
         if msg:
             unknown.append(UnknownOp(op.node, op.op_type, msg))
+    fixed = float(getattr(op_predictor, "overhead_ms_", 0.0))
     if overhead_ms is None:
-        overhead_ms = float(getattr(op_predictor, "overhead_ms_", 0.0))
+        overhead_ms = (1 - NODE_SHARE) * fixed
+    reorder = _reorder_ms(passes, lut, predicted, fixed if op_predictor is not None else 0.0)
+    memory = _memory_ms(graph_ops, getattr(op_predictor, "memory_", None)) if in_network else 0.0
     priced = [r for r in rows if r.ms > 0]
-    total = sum(r.ms for r in rows) - overhead_ms * max(0, len(priced) - 1)
+    total = sum(r.ms for r in rows) - overhead_ms * max(0, len(priced) - 1) - reorder + memory
     floor = max((r.ms for r in rows), default=0.0)
-    return OnnxPrediction(float(max(total, floor)), rows, unknown, overhead_ms)
+    return OnnxPrediction(float(max(total, floor)), rows, unknown, overhead_ms, reorder, memory)
 
 
-def _price(op: GraphOp, lut: dict[str, float], predicted: dict[str, float]
-           ) -> tuple[PredictedOp, str]:
+def _priced_spec(op: GraphOp) -> OpSpec | None:
+    """The op whose time stands for this graph op (an unknown op: its elementwise pass)."""
+    return op.spec if op.role == "op" else op.copy_of if op.role == "unknown" else None
+
+
+def _pass(shape: tuple[int, int, int, int]) -> OpSpec:
+    n, c, h, w = shape
+    return OpSpec("act", c, c, h, w, act="relu", batch=n)
+
+
+def _reorder_passes(ops: list[GraphOp]) -> list[tuple[OpSpec, str]]:
+    """The reorders that ops timed alone ran and a network does not: (pass over the tensor,
+    which op). A conv or pool timed alone reorders its input (a conv only with >= 16 input
+    channels; fewer are read as NCHW) and its output; in a network the input reorder goes when
+    its producer runs NCHWc too, the output reorder when all its readers do."""
+    producer: dict[str, GraphOp] = {t: op for op in ops for t in op.outputs}
+    readers: dict[str, list[GraphOp]] = {}
+    for op in ops:
+        for t in op.inputs:
+            readers.setdefault(t, []).append(op)
+
+    def layout_of(t: str) -> str:
+        op = producer.get(t)
+        while op is not None and op.layout == "pass" and op.inputs:
+            op = producer.get(op.inputs[0])
+        return "nchw" if op is None else op.layout
+
+    def read_nchwc(t: str) -> bool:
+        out = []
+        for r in readers.get(t, []):
+            out += [read_nchwc(u) for u in r.outputs] if r.layout == "pass" else \
+                [r.layout == "nchwc"]
+        return bool(out) and all(out)
+
+    passes = []
+    for op in ops:
+        spec = op.spec
+        if op.role != "op" or spec.kind not in ("conv", "maxpool", "avgpool", "gap") or \
+                (spec.kind == "conv" and not _nchwc_conv(spec)):
+            continue
+        alone_in = spec.kind != "conv" or spec.cin >= 16
+        runs_nchw = op.layout == "nchw"  # e.g. a ReduceMean, timed alone as a NCHWc pool
+        data_in = op.inputs[0] if op.inputs else ""
+        if alone_in and (runs_nchw or layout_of(data_in) == "nchwc"):
+            passes.append((_pass((spec.batch, spec.cin, spec.h, spec.w)), op.node))
+        out_ok = all(read_nchwc(t) for t in op.outputs) and not op.graph_output
+        if runs_nchw or out_ok:
+            passes.append((_pass((spec.batch, spec.cout, spec.out_h, spec.out_w)), op.node))
+    return passes
+
+
+def _reorder_ms(passes: list[tuple[OpSpec, str]], lut: dict[str, float],
+                predicted: dict[str, float], overhead_ms: float) -> float:
+    total = 0.0
+    for spec, _ in passes:
+        ms = lut.get(spec.key, predicted.get(spec.key))
+        if ms is not None:
+            total += max(0.0, ms - overhead_ms)
+    return total
+
+
+def _memory_ms(ops: list[GraphOp], memory) -> float:
+    """Weights reloaded from memory on every run (see `OpPredictor.memory_`)."""
+    specs = [op.spec for op in ops if op.role == "op"]
+    if memory is None or not specs:
+        return 0.0
+    weights = sum(s.params for s in specs) * 4 / 1e6
+    acts = sum(s.batch * s.cout * s.out_h * s.out_w for s in specs) * 4 / 1e6
+    return memory.miss_fraction(weights + acts) * weights * memory.cold_ms_per_mb
+
+
+def _price(op: GraphOp, spec: OpSpec | None, lut: dict[str, float],
+           predicted: dict[str, float]) -> tuple[PredictedOp, str]:
     """A row for one graph op and, for an unknown one, the message saying what was done."""
     if op.role in ("free", "fused"):
         return PredictedOp(op.node, op.op_type, None, "free", 0.0, op.note), ""
     if op.role == "op":
-        key = op.spec.key
+        key = spec.key
         if key in lut:
             return PredictedOp(op.node, op.op_type, key, "table", float(lut[key]), op.note), ""
         if key in predicted:
@@ -417,14 +560,13 @@ def _price(op: GraphOp, lut: dict[str, float], predicted: dict[str, float]
         return (PredictedOp(op.node, op.op_type, key, "unknown", 0.0, op.note),
                 f"{key} is not in the table and no op predictor was given: counted as 0 ms")
     why = f" ({op.note})" if op.note else ""
-    copy = op.copy_of
-    ms = None if copy is None else lut.get(copy.key, predicted.get(copy.key))
+    ms = None if spec is None else lut.get(spec.key, predicted.get(spec.key))
     if ms is None:
         return (PredictedOp(op.node, op.op_type, None, "unknown", 0.0, op.note),
                 f"op type {op.op_type} is not modelled{why}: counted as 0 ms")
     return (PredictedOp(op.node, op.op_type, None, "unknown", float(ms), op.note),
             f"op type {op.op_type} is not modelled{why}: priced as one elementwise pass over "
-            f"its output ({copy.cin}x{copy.h}x{copy.w}), {ms:.4f} ms")
+            f"its output ({spec.cin}x{spec.h}x{spec.w}), {ms:.4f} ms")
 
 
 def predict_module(module: nn.Module, input_shape: tuple[int, ...], lut: dict[str, float],
