@@ -24,7 +24,8 @@ import numpy as np
 from hwnas.space import OpSpec
 
 CLASSIC_HW = (7, 14, 28, 56, 112, 224)  # ImageNet networks at 224
-OTHER_HW = (3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160)  # other inputs
+SMALL_HW = (3, 4, 5, 6)  # the last stage at 96-192 inputs: wide, weight-bound layers
+OTHER_HW = (8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160)  # other inputs
 STEM_HW = (96, 112, 128, 160, 192, 224)
 MAX_MACS = 6.0e8  # ~5-10 ms for one conv on one core
 MAX_ELEMS = 3_000_000  # elements of any one tensor (12 MB in float32)
@@ -35,8 +36,8 @@ POW2_WIDTHS = (16, 32, 64, 128, 256, 512, 1024, 2048)
 RATIOS = (0.25, 0.5, 1.0, 1.0, 1.0, 2.0, 2.0, 4.0, 6.0)  # cout / cin: plain, bottleneck, expansion
 
 # the mix, in slots per 40 ops (conv-heavy); kept as a fixed cycle so that it is exact per 40
-MIX = (("conv", 13), ("conv1x1", 5), ("stem", 2), ("gconv", 1), ("dwconv", 7), ("linear", 3),
-       ("pool", 2), ("gap", 1), ("add", 3), ("mul", 1), ("act", 2))
+MIX = (("conv", 12), ("conv1x1", 5), ("stem", 2), ("gconv", 1), ("dwconv", 7), ("linear", 3),
+       ("pool", 2), ("gap", 1), ("add", 2), ("mul", 1), ("act", 4))
 
 
 def _schedule() -> list[str]:
@@ -53,9 +54,11 @@ def _schedule() -> list[str]:
     return out
 
 
-def _hw(rng: np.random.Generator, classic: float = 0.6) -> int:
-    """A spatial size: 60% the classic ImageNet sizes, 40% the sizes of other input resolutions."""
-    pool = CLASSIC_HW if rng.random() < classic else OTHER_HW
+def _hw(rng: np.random.Generator) -> int:
+    """A spatial size: 55% the classic ImageNet sizes, 15% the last stage of smaller inputs
+    (3-6), 30% the other sizes of other input resolutions."""
+    u = rng.random()
+    pool = CLASSIC_HW if u < 0.55 else SMALL_HW if u < 0.7 else OTHER_HW
     return int(rng.choice(pool))
 
 
@@ -103,6 +106,12 @@ def _conv(rng: np.random.Generator) -> OpSpec:
 
 
 def _conv1x1(rng: np.random.Generator) -> OpSpec:
+    """A pointwise conv; 20% on a 1x1 map (the reduce / expand convs of squeeze-excitation)."""
+    if rng.random() < 0.2:
+        cin = _channels(rng, 14)
+        cout = _snap(rng, cin * float(rng.choice((0.25, 4.0))))
+        act = str(_pick(rng, ("relu", "hsigmoid", "sigmoid"), (0.5, 0.3, 0.2)))
+        return OpSpec("conv", cin, cout, 1, 1, kernel=1, act=act)
     hw = _hw(rng)
     cin = _channels(rng, hw, 8.0)
     return OpSpec("conv", cin, _cout(rng, hw, cin, 8.0), hw, hw, kernel=1, act=_act(rng))
@@ -110,8 +119,8 @@ def _conv1x1(rng: np.random.Generator) -> OpSpec:
 
 def _stem(rng: np.random.Generator) -> OpSpec:
     hw = int(rng.choice(STEM_HW))
-    k = int(_pick(rng, (3, 5, 7), (0.7, 0.1, 0.2)))
-    cout = int(_pick(rng, (16, 24, 32, 48, 64), (0.25, 0.1, 0.35, 0.1, 0.2)))
+    k = int(_pick(rng, (3, 5, 7), (0.6, 0.1, 0.3)))
+    cout = int(_pick(rng, (16, 24, 32, 48, 64), (0.25, 0.1, 0.3, 0.1, 0.25)))
     s = int(_pick(rng, (1, 2), (0.25, 0.75)))
     return OpSpec("conv", 3, cout, hw, hw, kernel=k, stride=s, act=_act(rng))
 
@@ -159,7 +168,7 @@ def _pool(rng: np.random.Generator) -> OpSpec:
 
 
 def _gap(rng: np.random.Generator) -> OpSpec:
-    hw = int(rng.choice(CLASSIC_HW[:4] + OTHER_HW[:12]))
+    hw = int(rng.choice(CLASSIC_HW[:4] + SMALL_HW + OTHER_HW[:8]))
     c = _channels(rng, hw)
     return OpSpec("gap", c, c, hw, hw)
 
@@ -173,7 +182,7 @@ def _eltwise(kind: str, rng: np.random.Generator) -> OpSpec:
         act = "none"
     else:
         act = str(_pick(rng, ("relu", "relu6", "hswish", "sigmoid", "hsigmoid"),
-                        (0.35, 0.2, 0.15, 0.15, 0.15)))
+                        (0.5, 0.15, 0.15, 0.1, 0.1)))  # ReLU also prices layout reorders
     return OpSpec(kind, c, c, hw, hw, act=act)
 
 

@@ -13,9 +13,10 @@ per-node profiles):
   in a network but not in a conv timed alone, whose output is the graph output; the fused
   epilogue costs about what the two extra nodes do, so such a conv keeps its own price.)
 - overhead: every op timed alone pays one session call and the copies of its input and output;
-  a network pays that once but still dispatches every node, so 80% of the fixed cost of one
-  standalone run (`overhead_ms`) is taken off every op but one (`NODE_SHARE`: on chains of 8-16
-  identical convs here, the implied saving per op was 0.4-3 us of the 3.7 us fixed cost);
+  a network pays that once, so the fixed cost of one standalone run (`overhead_ms`, 3-4 us here)
+  is taken off every op but one. (A network still dispatches each node, about 0.2-0.4 us, but an
+  op timed alone also dispatches its two reorder nodes; on chains of 8-16 identical convs the
+  two roughly cancel: predicted from measured ops within -1% to +19% of the chain.)
 - layout: a conv (dense or depthwise) or pool timed alone runs in the blocked NCHWc layout
   between a ReorderInput and a ReorderOutput; inside a network the tensor stays NCHWc from one
   such op to the next, so each reorder whose neighbour is NCHWc too is taken off, priced as one
@@ -41,7 +42,6 @@ from torch import nn
 
 from hwnas.space import OpSpec
 
-NODE_SHARE = 0.2  # share of a standalone run's fixed cost that a node still costs in a network
 FREE_OPS = {"Flatten", "Reshape", "Identity", "Constant", "Shape", "Squeeze", "Unsqueeze",
             "Dropout", "ConstantOfShape", "Cast", "Size"}
 ACT_OPS = {"Relu": "relu", "HardSwish": "hswish", "Sigmoid": "sigmoid",
@@ -442,11 +442,10 @@ def predict_onnx(model, lut: dict[str, float], op_predictor=None,
 
     `lut`: op key -> measured ms (a profile's `lut`); `op_predictor`: a fitted `OpPredictor`
     for ops the table lacks (without one they count as 0 ms and are reported as unknown).
-    `overhead_ms`: what a network saves per op on the fixed cost of a standalone run, taken off
-    every priced op but one (default: (1 - NODE_SHARE) x the predictor's `overhead_ms_`, else
-    0). `in_network`: the corrections for what onnxruntime's CPU provider does inside a network
-    (layout reorders, weights reloaded from memory; see the module doc); False gives the plain
-    sum (less the overhead).
+    `overhead_ms`: the fixed cost of one standalone op run, taken off every priced op but one
+    (default: the predictor's `overhead_ms_`, else 0). `in_network`: the corrections for what
+    onnxruntime's CPU provider does inside a network (layout reorders, weights reloaded from
+    memory; see the module doc); False gives the plain sum (less the overhead).
     """
     graph_ops = split_onnx(model, fuse_residual_add)
     prices = {op_i: _priced_spec(op) for op_i, op in enumerate(graph_ops)}
@@ -465,8 +464,8 @@ def predict_onnx(model, lut: dict[str, float], op_predictor=None,
             unknown.append(UnknownOp(op.node, op.op_type, msg))
     fixed = float(getattr(op_predictor, "overhead_ms_", 0.0))
     if overhead_ms is None:
-        overhead_ms = (1 - NODE_SHARE) * fixed
-    reorder = _reorder_ms(passes, lut, predicted, fixed if op_predictor is not None else 0.0)
+        overhead_ms = fixed
+    reorder = _reorder_ms(passes, lut, predicted, fixed)
     memory = _memory_ms(graph_ops, getattr(op_predictor, "memory_", None)) if in_network else 0.0
     priced = [r for r in rows if r.ms > 0]
     total = sum(r.ms for r in rows) - overhead_ms * max(0, len(priced) - 1) - reorder + memory
@@ -580,10 +579,19 @@ def predict_module(module: nn.Module, input_shape: tuple[int, ...], lut: dict[st
 
 def predict_onnx_profile(profile, path: str | Path) -> dict:
     """`hwnas predict MODEL.onnx --profile P`: fit the op predictor on the profile's ops and
-    predict; a JSON-ready dict (latency_ms, ops, warnings)."""
+    predict; a JSON-ready dict (latency_ms, ops, warnings). The onnxruntime-CPU corrections
+    (residual-add fusion, layout reorders, memory) apply to `ort-cpu` profiles only."""
     from hwnas.latency.op_predictor import OpPredictor
 
     predictor = OpPredictor().fit(profile.ops) if len(profile.ops) >= 2 else None
-    result = predict_onnx(path, profile.lut, predictor).to_dict()
+    ort_cpu = profile.device.get("backend", "ort-cpu") == "ort-cpu"
+    result = predict_onnx(path, profile.lut, predictor, fuse_residual_add=ort_cpu,
+                          in_network=ort_cpu).to_dict()
     result["profile"] = profile.name
+    if not ort_cpu:
+        result["warnings"].append(f"the in-network corrections model onnxruntime's CPU provider; "
+                                  f"for {profile.device.get('backend')} this is the plain op sum")
+    if "source" in profile.ops and not (profile.ops["source"] == "generic").any():
+        result["warnings"].append("the profile has no generic ops (hwnas profile --generic N): "
+                                  "ops outside its space are extrapolated")
     return result

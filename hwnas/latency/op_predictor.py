@@ -13,8 +13,9 @@ roofline baseline fitted by non-negative least squares on relative error,
 
 and the trees learn only the log residual: pred = base * exp(f(features)); and f is gradient
 boosting rather than nn-Meter's random forest (5-fold CV on a 300-op ort-cpu profile: MAPE 9.4%
-against 10.4%; 22% with the forest alone and no baseline). `c0` of the elementwise family
-estimates the fixed cost of one standalone run (session call, input and output copies).
+against 10.4%; 22% with the forest alone and no baseline). `c0` of the activation family
+estimates the fixed cost of one standalone run (session call, input and output copies); its
+per-byte cost also prices the layout reorders of `hwnas.latency.onnx_graph` (a ReLU pass).
 
 The profile's fully connected ops (0.1-64 MB of weights, batch 1: they stream their weights once)
 also measure the memory hierarchy (`fit_memory`): time = a + W * hot + max(0, W - C) * miss, so C
@@ -37,8 +38,8 @@ from hwnas.space import OpSpec
 from hwnas.space.blocks import ACTIVATIONS
 from hwnas.space.ops import KINDS
 
-FAMILIES = ("conv", "dwconv", "linear", "pool", "eltwise", "mbconv", "fbconv", "classifier",
-            "identity")
+FAMILIES = ("conv", "dwconv", "linear", "pool", "act", "binary", "mbconv", "fbconv",
+            "classifier", "identity")
 ACTS = tuple(ACTIVATIONS)
 
 
@@ -48,9 +49,9 @@ def family(op: OpSpec) -> str:
         return "dwconv" if op.groups > 1 and op.groups == op.cin == op.cout else "conv"
     if op.kind in ("maxpool", "avgpool", "gap"):
         return "pool"
-    if op.kind in ("add", "mul", "act"):
-        return "eltwise"
-    return op.kind
+    if op.kind in ("add", "mul"):
+        return "binary"
+    return op.kind  # act, linear and the space kinds
 
 
 def bytes_moved(op: OpSpec) -> int:
@@ -76,7 +77,7 @@ def _missing(v: object) -> bool:
 
 
 def features(ops: list[OpSpec]) -> tuple[np.ndarray, np.ndarray]:
-    """(X, B): the forest's features and the baseline's [1, MACs, bytes] columns."""
+    """(X, B): the trees' features and the baseline's [1, MACs, bytes] columns."""
     rows, base = [], []
     for op in ops:
         macs, params, nbytes = op.macs, op.params, bytes_moved(op)
@@ -164,15 +165,15 @@ class OpPredictor:
         self.max_depth = max_depth
         self.seed = seed
 
-    def _forest(self) -> GradientBoostingRegressor:
+    def _trees(self) -> GradientBoostingRegressor:
         return GradientBoostingRegressor(n_estimators=self.n_estimators, max_depth=self.max_depth,
                                          learning_rate=self.learning_rate, subsample=0.8,
                                          random_state=self.seed)
 
     def _fit_one(self, x: np.ndarray, b: np.ndarray, y: np.ndarray):
         coef = fit_baseline(b, y)
-        rf = self._forest().fit(x, np.log(y) - np.log(baseline(b, coef)))
-        return coef, rf
+        trees = self._trees().fit(x, np.log(y) - np.log(baseline(b, coef)))
+        return coef, trees
 
     def fit(self, ops_df: pd.DataFrame, target: str = "median_ms") -> OpPredictor:
         """Fit on profile rows (one per op: the OpSpec fields and `target` in ms)."""
@@ -188,7 +189,7 @@ class OpPredictor:
         self.global_ = self._fit_one(x, b, y)
         self.models_ = {f: self._fit_one(x[fam == f], b[fam == f], y[fam == f])
                         for f, n in self.n_rows_.items() if n >= self.min_rows}
-        elt = self.models_.get("eltwise", self.global_)[0]
+        elt = self.models_.get("act", self.global_)[0]
         self.overhead_ms_ = float(elt[0]) if elt[0] > 0 else float(y.min()) / 2
         self.memory_ = fit_memory(ops_df, target)
         return self
