@@ -131,19 +131,13 @@ def measure_callable(run: Callable[[], object], protocol: Protocol,
     for attempt in range(protocol.retries + 1):
         warm = warm_up(run, protocol)
         samples: list[float] = []
-        prev_median = None
+        prev_median: float | None = None
         start = time.perf_counter()
         while True:
             samples += sampler(protocol.round_runs)
-            elapsed = time.perf_counter() - start
-            med = float(np.median(samples))
-            if len(samples) >= protocol.max_runs or elapsed >= protocol.max_s:
+            if _done(samples, time.perf_counter() - start, prev_median, protocol):
                 break
-            if (len(samples) >= protocol.min_runs and elapsed >= protocol.min_s
-                    and prev_median is not None
-                    and abs(med - prev_median) <= protocol.rel_tol * prev_median):
-                break
-            prev_median = med
+            prev_median = float(np.median(samples))
         m = Measurement(samples, warm, attempts=attempt + 1)
         if m.spread <= protocol.max_spread:
             return m
