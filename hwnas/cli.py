@@ -360,6 +360,83 @@ def train(
     console.print(f"valid accuracy {res['valid_acc']:.3f}, test accuracy {res['test_acc']:.3f}")
 
 
+@app.command("export")
+def export_cmd(
+    arch: Path = typer.Argument(..., help="An Arch JSON (e.g. runs/NAME/arch.json)."),
+    target: str = typer.Option("onnx", help="onnx | tflite | tensorrt | torch, or several "
+                                            "separated by commas."),
+    out: Path = typer.Option(Path("artifacts/export"), help="Output folder: one subfolder "
+                                                            "per target."),
+    weights: Path = typer.Option(None, help="model.safetensors from `hwnas train` (default: "
+                                            "random initial weights)."),
+    fp16: bool = typer.Option(False, help="Half precision (tensorrt)."),
+    int8: bool = typer.Option(False, help="Post-training static int8 (onnx, tflite, tensorrt); "
+                                          "needs --calib."),
+    calib: str = typer.Option(None, help="Calibration / held-out images: digits | folder:PATH "
+                                         "| cifar10:PATH."),
+    profile: list[Path] = typer.Option(None, help="Profile(s) to predict latency from; each "
+                                                  "target uses the one its runtime measured."),
+    verify: bool = typer.Option(False, help="Time the exported file on its device backend."),
+    device: str = typer.Option(None, help="Backend for --verify (default: onnx->ort-cpu, "
+                                          "tflite->litert, torch->torch-cpu, tensorrt)."),
+    threads: int = typer.Option(None, help="Threads for --verify (default: the profile's)."),
+    quick: bool = typer.Option(False, help="A shorter timing protocol for --verify."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifests as JSON."),
+) -> None:
+    """Export an arch to deployable files, check each against torch, and describe it.
+
+    Every artifact is run in its own runtime on the same inputs as the torch model (parity:
+    fp32 within 1e-4 max absolute); manifest.json beside it records the arch, input shape and
+    layout, runtime versions, size and sha256, parity, the predicted latency from --profile and,
+    with --verify, the latency measured on that very file and its ratio to the prediction."""
+    from hwnas.export.pipeline import ExportConfig, export
+
+    if fp16 and int8:
+        raise HwnasError("choose one of --fp16 and --int8")
+    targets = tuple(t.strip() for t in target.split(",") if t.strip())
+    config = ExportConfig(arch=arch, targets=targets, out=out, weights=weights,
+                          precision="fp16" if fp16 else "int8" if int8 else "fp32", calib=calib,
+                          profiles=tuple(profile or ()), verify=verify, device=device,
+                          threads=threads, quick=quick)
+    log = (lambda _m: None) if as_json else (lambda m: console.print(escape(m)))
+    manifests = export(config, log=log)
+    if as_json:
+        typer.echo(json.dumps(manifests, indent=2))
+    else:
+        _print_exports(manifests, out)
+    failed = [m["target"] for m in manifests if not m["parity"]["passed"]]
+    if failed:
+        Console(stderr=True).print(f"[red]parity check failed[/] for {', '.join(failed)} "
+                                   "(see manifest.json)")
+        raise typer.Exit(1)
+
+
+def _print_exports(manifests: list[dict], out: Path) -> None:
+    table = Table(title=f"exports in {out}/<target>/")
+    for col in ("target", "MB", "parity", "pred. ms", "meas. ms", "meas/pred"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    for m in manifests:
+        pred, ver = m.get("predicted"), m.get("verified")
+        measured = (ver.get("corrected_ms") or ver["measured_ms"]) if ver else None
+        par = m["parity"]
+        mark = "[green]ok[/]" if par["passed"] else "[red]FAIL[/]"
+        shown = f"{par['max_abs']:.0e}" if m["precision"] != "int8" \
+            else f"{par['top1_agreement']:.0%} top-1"
+        table.add_row(f"{m['target']} {m['precision']}", f"{m['artifact']['bytes'] / 1e6:.1f}",
+                      f"{shown} {mark}", f"{pred['latency_ms']:.2f}" if pred else "-",
+                      f"{measured:.2f}" if measured else "-",
+                      f"{ver['ratio_to_predicted']:.2f}" if ver and ver.get("ratio_to_predicted")
+                      else "-")
+    console.print(table)
+    for m in manifests:
+        q = m.get("quantization")
+        if q and "accuracy_change" in q:
+            console.print(f"{m['target']} int8: held-out accuracy {q['accuracy_fp32']:.1%} -> "
+                          f"{q['accuracy_int8']:.1%} ({q['accuracy_change']:+.1%})")
+        if m.get("predicted") and m["predicted"].get("note"):
+            console.print(f"{m['target']}: {escape(m['predicted']['note'])}")
+
+
 @import_app.command("proxyless-yaml")
 def import_proxyless(path: Path = typer.Argument(..., help="ProxylessNAS lookup-table YAML."),
                      out: Path = typer.Option(..., help="Profile folder to write.")) -> None:

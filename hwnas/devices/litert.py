@@ -20,6 +20,24 @@ def litert_runtime_available() -> tuple[bool, str]:
     return True, ""
 
 
+def to_input(detail: dict, x: np.ndarray) -> np.ndarray:
+    """A float array as the interpreter's input tensor (quantised for an int8/uint8 input)."""
+    dtype = detail["dtype"]
+    if dtype in (np.int8, np.uint8, np.int16):
+        scale, zero = detail["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def from_output(detail: dict, y: np.ndarray) -> np.ndarray:
+    """The interpreter's output tensor as floats (dequantised for an integer output)."""
+    if detail["dtype"] in (np.int8, np.uint8, np.int16):
+        scale, zero = detail["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+    return y.astype(np.float32)
+
+
 class LiteRTBackend(Backend):
     """`ai_edge_litert.interpreter.Interpreter(num_threads=T)`; XNNPACK is on by default and takes
     the whole graph as one delegate node. The .tflite comes from litert-torch (`export_tflite`)."""
@@ -54,8 +72,8 @@ class LiteRTBackend(Backend):
         interp = Interpreter(model_path=str(path), num_threads=self.threads)
         interp.allocate_tensors()
         detail = interp.get_input_details()[0]
-        x = example_input(tuple(int(d) for d in detail["shape"])).numpy().astype(np.float32)
-        interp.set_tensor(detail["index"], x)
+        x = example_input(tuple(int(d) for d in detail["shape"])).numpy()
+        interp.set_tensor(detail["index"], to_input(detail, x))
         return interp.invoke
 
     def convert_many(self, items: list, progress=None) -> dict[str, Path]:

@@ -87,6 +87,7 @@ class EngineRunner:
         io = (_io_v3 if self.v3 else _io_v2)(trt, self.engine, self.context, input_shape)
         self.buffers = {name: self._buffer(is_input, shape, dtype)
                         for name, is_input, shape, dtype in io}
+        self.inputs = [self.buffers[name] for name, is_input, _, _ in io if is_input]
         self.outputs = [self.buffers[name] for name, is_input, _, _ in io if not is_input]
         # execute_v2 runs synchronously on TensorRT's own stream: time it on the legacy default
         # stream, which orders itself after every other (blocking) stream.
@@ -154,3 +155,21 @@ class TensorRTBackend(Backend):
 
     def sampler(self, run: Runner) -> Callable[[int], list[float]]:
         return cuda_event_sampler(run, getattr(run, "stream", None))
+
+
+def run_engine(path: Path, inputs):
+    """Outputs of an engine file for each input of a batch (N, C, H, W), one inference each."""
+    import numpy as np
+
+    ok, reason = tensorrt_available()
+    if not ok:
+        raise HwnasError(f"cannot run a TensorRT engine here: {reason}")
+    runner = EngineRunner(Path(path).read_bytes(), (1, *inputs.shape[1:]))
+    src = runner.inputs[0]
+    outs = []
+    for x in inputs:
+        src.copy_(torch.from_numpy(np.ascontiguousarray(x[None])).to(src.dtype))
+        runner()
+        runner.stream.synchronize()
+        outs.append(runner.outputs[0].float().cpu().numpy())
+    return np.concatenate(outs)

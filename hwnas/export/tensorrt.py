@@ -116,6 +116,8 @@ def _config(trt, builder, network, fp16: bool, int8: bool, calibrator, workspace
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
+    elif not int8 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: TF32 would break 1e-4 parity
     if int8:
         if calibrator is None and not _has_qdq(trt, network):
             raise HwnasError("int8=True needs a calibrator (trt.IInt8Calibrator) or an ONNX model "

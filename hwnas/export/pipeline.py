@@ -1,0 +1,371 @@
+"""`export`: an Arch (and its trained weights) to deployable artifacts, each checked and described.
+
+Per target (`hwnas.export.targets`), into `<out>/<target>/`:
+
+1. the artifact (`model.onnx`, `model.tflite`, `model.engine`, `model.pt2`), written atomically;
+2. parity: the artifact run in its runtime on the same inputs as the torch model (held-out
+   images of the calibration data when given, else fixed random inputs); max absolute and
+   relative difference and top-1 agreement. fp32 must be within 1e-4 max absolute; fp16 within
+   2e-2 relative; int8 must agree on the top-1 class for 90% of the held-out images (`parity`);
+3. with `--int8`: the accuracy of the fp32 torch model and of the int8 artifact on the held-out
+   images (when the model's classes are the data's) and their top-1 agreement;
+4. the predicted latency from a profile of a device that runs this artifact (its best predictor
+   and 90% interval); ops the profile's table lacks (a head with another number of classes)
+   are priced by the op predictor fitted on the profile's ops;
+5. with `verify`: the artifact file itself timed by the device backend. When the profile was
+   measured by that backend, its drift reference net is timed in the same interleaved rounds
+   and the measured latency is scaled to the profile's reference speed (`corrected_ms`, the
+   same correction `Profile.load` applies to the profile's rows), then compared with the
+   prediction (`ratio_to_predicted`);
+6. `manifest.json`, validated against `hwnas.export.manifest.SCHEMA`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwnas import __version__
+from hwnas.errors import HwnasError
+from hwnas.export.manifest import MANIFEST_VERSION, sha256, validate_manifest
+from hwnas.export.onnx import INPUT_NAME
+from hwnas.export.targets import PRECISIONS, Target, get_target
+from hwnas.space import Arch, space_of
+
+TOLERANCE_ABS = 1e-4  # fp32: max absolute difference to the torch model
+TOLERANCE_REL_FP16 = 2e-2  # fp16: max |diff| / max |torch output|
+MIN_AGREEMENT_INT8 = 0.9  # int8: top-1 agreement with the fp32 torch model
+
+
+@dataclass
+class ExportConfig:
+    """Settings of one `hwnas export` call (see the module docstring)."""
+
+    arch: Arch | Path
+    targets: tuple[str, ...] = ("onnx",)
+    out: Path = Path("artifacts/export")
+    weights: Path | None = None
+    precision: str = "fp32"
+    calib: str | None = None  # data spec for int8 calibration (and held-out parity images)
+    profiles: tuple[Path, ...] = ()
+    verify: bool = False
+    device: str | None = None  # backend for --verify (default: the target's)
+    threads: int | None = None  # verify threads (default: the profile's, else 1)
+    parity_inputs: int = 8
+    quick: bool = False  # the short timing protocol
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --- inputs -----------------------------------------------------------------------------------
+def load_arch(arch: Arch | Path) -> Arch:
+    arch = arch if isinstance(arch, Arch) else Arch.load(arch)
+    space_of(arch)  # validates the choices against the space
+    return arch
+
+
+def load_model(arch: Arch, weights: Path | None) -> tuple[nn.Module, Arch]:
+    """The arch's network with `weights` (safetensors from `hwnas train`); (model, arch used).
+
+    The weights file records the arch it was trained as. When it has the same layers and
+    another number of classes (trained on a small dataset), the model takes the weights' classes
+    and keeps the arch's resolution. Anything else that differs is an error naming it.
+    """
+    if weights is None:
+        torch.manual_seed(0)
+        return space_of(arch).build(arch).eval(), arch
+    weights = Path(weights)
+    if not weights.is_file():
+        raise HwnasError(f"weights file not found: {weights}")
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(weights), "pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(weights))
+    except Exception as e:  # not a safetensors file, truncated, ...
+        raise HwnasError(f"cannot read weights {weights}: {e}") from None
+    if "arch" in meta:
+        trained = Arch.from_json(meta["arch"])
+        for name in ("space", "choices", "width", "channels"):
+            if getattr(trained, name) != getattr(arch, name):
+                raise HwnasError(f"the arch does not match the weights: {name} is "
+                                 f"{getattr(arch, name)!r} in the arch but "
+                                 f"{getattr(trained, name)!r} in {weights.name}")
+        if trained.num_classes != arch.num_classes:
+            arch = Arch(arch.space, arch.choices, arch.resolution, arch.width,
+                        trained.num_classes, arch.channels, dict(arch.meta))
+    model = space_of(arch).build(arch).eval()
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise HwnasError(f"the arch does not match the weights: {weights.name} has no "
+                             f"tensor {key!r}")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise HwnasError(f"the arch does not match the weights: {key} is "
+                             f"{tuple(tensor.shape)} in the arch, {tuple(state[key].shape)} in "
+                             f"{weights.name}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise HwnasError(f"the arch does not match the weights: {weights.name} has tensors the "
+                         f"arch lacks ({', '.join(extra[:3])}...)")
+    model.load_state_dict(state)
+    return model, arch
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise HwnasError(f"cannot write to the output folder {out}: {e.strerror or e}") from None
+
+
+# --- checks -----------------------------------------------------------------------------------
+def parity(reference: np.ndarray, got: np.ndarray, precision: str) -> dict:
+    """Max absolute / relative difference and top-1 agreement; `passed` per `criterion`.
+
+    fp32: max absolute difference <= 1e-4. fp16: max |diff| / max |torch output| <= 2e-2.
+    int8: top-1 agreement with the fp32 torch model >= 90% on the held-out images (logits of an
+    int8 model differ by far more than any fp32 tolerance; what a user keeps is the decision).
+    """
+    diff = np.abs(got.astype(np.float64) - reference.astype(np.float64))
+    max_abs = float(diff.max())
+    max_rel = max_abs / max(float(np.abs(reference).max()), 1e-12)
+    agree = float((got.argmax(1) == reference.argmax(1)).mean())
+    if precision == "fp32":
+        tol, passed, rule = TOLERANCE_ABS, max_abs <= TOLERANCE_ABS, "max_abs <= 1e-4"
+    elif precision == "fp16":
+        tol, passed, rule = None, max_rel <= TOLERANCE_REL_FP16, "max_rel <= 2e-2"
+    else:
+        tol, passed, rule = None, agree >= MIN_AGREEMENT_INT8, "top1_agreement >= 0.9"
+    return {"inputs": int(len(reference)), "max_abs": max_abs, "max_rel": max_rel,
+            "tolerance_abs": tol, "criterion": rule, "passed": bool(passed),
+            "top1_agreement": agree}
+
+
+def _profile_for(target: Target, profiles: list, device: str | None):
+    """The first profile measured by a backend that runs this target (and `device` if given)."""
+    for prof in profiles:
+        backend = prof.device.get("backend")
+        if backend in target.devices and (device is None or backend == device):
+            return prof
+    return None
+
+
+def _same_space(prof, arch: Arch) -> str:
+    """Why the profile's space cannot price this arch ("" when it can)."""
+    s = prof.space
+    for name, mine, theirs in (("space", arch.space, s.name), ("resolution", arch.resolution,
+                               s.resolution), ("width", arch.width, s.width)):
+        if mine != theirs:
+            return f"{name} {mine} != the profile's {theirs}"
+    if (arch.channels or None) != (getattr(s, "channels", None) or None):
+        return "stage widths differ from the profile's"
+    return ""
+
+
+def predict(prof, arch: Arch) -> dict | None:
+    """Best-predictor latency of `arch` on a profile; ops missing from its table (another head)
+    are priced by the op predictor (`hwnas.latency.op_predictor`)."""
+    from hwnas.latency.op_predictor import OpPredictor
+    from hwnas.latency.validate import best_predictor
+
+    space = prof.space
+    as_profiled = space.arch(arch.choices)
+    model = best_predictor(prof)
+    ms = float(model.predict([as_profiled])[0])
+    interval = None
+    if hasattr(model, "predict_interval"):
+        lo, hi = model.predict_interval([as_profiled])
+        interval = [float(lo[0]), float(hi[0])]
+    note = ""
+    if arch.num_classes != space.num_classes:
+        mine = {op.key: op for op in space_of(arch).ops(arch)}
+        theirs = {op.key: op for op in space.ops(as_profiled)}
+        new = [op for k, op in mine.items() if k not in theirs]
+        old = [theirs[k] for k in theirs if k not in mine]
+        ops_model = OpPredictor().fit(prof.ops)
+        lut = prof.lut
+        delta = float(ops_model.predict(new).sum()) - sum(lut[op.key] for op in old)
+        ms += delta
+        interval = [v + delta for v in interval] if interval else None
+        note = (f"{arch.num_classes}-class head priced by the op predictor "
+                f"({delta:+.3f} ms vs the profile's {space.num_classes}-class head)")
+    return {"profile": prof.name, "latency_ms": ms, "interval_ms": interval,
+            "predictor": getattr(model, "family_", "lut"), "note": note}
+
+
+def reference_median(prof) -> float | None:
+    cols = [t["reference_ms"].to_numpy(float) for t in (prof.ops, prof.nets)
+            if len(t) and "reference_ms" in t.columns]
+    return float(np.median(np.concatenate(cols))) if cols else None
+
+
+def verify(path: Path, device: str, input_shape: tuple[int, ...], prof, threads: int | None,
+           quick: bool, predicted: dict | None) -> dict:
+    """Time the artifact with the device backend (drift-corrected against the profile)."""
+    from hwnas.devices.measurement import Protocol, measure_interleaved
+    from hwnas.devices.registry import get_backend
+
+    same = prof is not None and prof.device.get("backend") == device
+    if threads is None:
+        threads = int(prof.device.get("fingerprint", {}).get("threads", 1)) if same else 1
+    backend = get_backend(device, threads=threads)
+    try:
+        backend.require()
+    except Exception as e:
+        raise HwnasError(str(e)) from None
+    runners = {"artifact": backend.load(path, input_shape)}
+    base = reference_median(prof) if same else None
+    ref_arch = prof.device.get("reference", {}).get("arch") if same else None
+    with tempfile.TemporaryDirectory() as tmp:
+        if base and ref_arch:
+            ref = Arch.from_dict(ref_arch)
+            torch.manual_seed(0)
+            module = space_of(ref).build(ref).eval()
+            ref_path = backend.convert(module, space_of(ref).input_shape(),
+                                       Path(tmp) / f"reference.{backend.artifact}")
+            runners["__reference__"] = backend.load(ref_path, space_of(ref).input_shape())
+        protocol = Protocol.quick() if quick else Protocol()
+        res = measure_interleaved(runners, protocol, np.random.default_rng(0))
+    m = res["artifact"]
+    scale = base / res["__reference__"].median if "__reference__" in res else None
+    corrected = m.median * scale if scale else None
+    pred = predicted["latency_ms"] if predicted else None
+    ratio = (corrected or m.median) / pred if pred else None
+    return {"device": device, "threads": threads, "runtime": backend.runtime_version(),
+            "measured_ms": m.median, "p10_ms": m.p10, "p90_ms": m.p90, "runs": m.n,
+            "drift_scale": scale, "corrected_ms": corrected, "ratio_to_predicted": ratio,
+            "fingerprint_matches_profile": bool(same and _fingerprint_matches(backend, prof))}
+
+
+def _fingerprint_matches(backend, prof) -> bool:
+    from hwnas.devices.fingerprint import IDENTITY_FIELDS
+
+    mine, theirs = backend.fingerprint(), prof.device.get("fingerprint", {})
+    return all(mine.get(k) == theirs.get(k) for k in IDENTITY_FIELDS if k in theirs)
+
+
+# --- the whole export -------------------------------------------------------------------------
+def export(config: ExportConfig, log: Callable[[str], None] = lambda _m: None) -> list[dict]:
+    """Export, check and describe the arch for every target; returns the manifests."""
+    from hwnas.latency.profile import Profile
+
+    if config.precision not in PRECISIONS:
+        raise HwnasError(f"unknown precision {config.precision!r}; use {', '.join(PRECISIONS)}")
+    if not config.targets:
+        raise HwnasError("give at least one target")
+    targets = [get_target(t) for t in config.targets]
+    for t in targets:
+        t.require(config.precision)
+    if config.precision == "int8" and not config.calib:
+        raise HwnasError("--int8 needs calibration data: --calib SPEC (digits, folder:PATH, "
+                         "cifar10:PATH)")
+    if config.device:
+        for t in targets:
+            if config.device not in t.devices:
+                raise HwnasError(f"device {config.device!r} does not run {t.name} artifacts; "
+                                 f"use one of {', '.join(t.devices)}")
+    profiles = [Profile.load(p) for p in config.profiles]
+    arch = load_arch(config.arch)
+    model, arch = load_model(arch, config.weights)
+    out = Path(config.out)
+    check_writable(out)
+    shape = space_of(arch).input_shape()
+
+    calib = test_x = test_y = None
+    classes_match = False
+    if config.calib:
+        from hwnas.export.quantize import calibration_images
+
+        calib, _cy, test_x, test_y, n_classes = calibration_images(config.calib, arch.resolution)
+        classes_match = n_classes == arch.num_classes
+        inputs = test_x[: config.parity_inputs]
+    else:
+        g = torch.Generator().manual_seed(0)
+        inputs = torch.randn((config.parity_inputs, *shape[1:]), generator=g).numpy()
+    eval_x = test_x if config.precision == "int8" else inputs
+    if config.precision == "int8" and config.weights is None:
+        log("warning: int8 of an untrained (random) network: its parity and accuracy figures "
+            "say little; pass --weights from `hwnas train`")
+    with torch.inference_mode():
+        torch_out = np.concatenate([model(torch.from_numpy(x[None])).numpy() for x in eval_x])
+
+    manifests = []
+    for target in targets:
+        folder = out / target.name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"model.{target.suffix}"
+        log(f"{target.name}: writing {path}")
+        t0 = time.monotonic()
+        target.write(model, shape, path, config.precision, calib)
+        export_s = time.monotonic() - t0
+        got = target.run(path, eval_x)
+        check = parity(torch_out, got, config.precision)
+        quant = None
+        if config.precision == "int8":
+            quant = {"method": {"onnx": "onnxruntime quantize_static QDQ, per-channel, MinMax",
+                                "tflite": "ai-edge-quantizer static_wi8_ai8",
+                                "tensorrt": "TensorRT int8 from the QDQ ONNX file"}.get(
+                                    target.name, "int8"),
+                     "calibration": config.calib, "samples": int(len(calib)),
+                     "heldout": int(len(eval_x)),
+                     "top1_agreement": float((got.argmax(1) == torch_out.argmax(1)).mean())}
+            if classes_match:
+                quant["accuracy_fp32"] = float((torch_out.argmax(1) == test_y).mean())
+                quant["accuracy_int8"] = float((got.argmax(1) == test_y).mean())
+                quant["accuracy_change"] = quant["accuracy_int8"] - quant["accuracy_fp32"]
+        prof = _profile_for(target, profiles, config.device)
+        predicted, why = None, ""
+        if prof is not None:
+            why = _same_space(prof, arch)
+            if why:
+                log(f"{target.name}: no prediction from {prof.name}: {why}")
+            else:
+                predicted = predict(prof, arch)
+        verified = None
+        if config.verify:
+            device = config.device or target.device
+            log(f"{target.name}: timing {path.name} on {device}")
+            verified = verify(path, device, shape, None if why else prof, config.threads,
+                              config.quick, predicted)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION, "hwnas": __version__, "created": _now(),
+            "target": target.name, "precision": config.precision, "arch": arch.to_dict(),
+            "weights": ({"file": str(config.weights), "sha256": sha256(config.weights)}
+                        if config.weights else None),
+            "input": {"name": INPUT_NAME, "shape": list(shape), "layout": "NCHW",
+                      "dtype": "float32"},
+            "output": {"shape": [1, arch.num_classes]},
+            "artifact": {"file": path.name, "bytes": path.stat().st_size,
+                         "sha256": sha256(path)},
+            "runtimes": target.runtime_versions(), "export_s": export_s, "parity": check,
+            "quantization": quant, "predicted": predicted, "verified": verified,
+        }
+        validate_manifest(manifest)
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json))
+        manifests.append(manifest)
+    return manifests
+
+
+def _json(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)
