@@ -437,6 +437,22 @@ def _print_exports(manifests: list[dict], out: Path) -> None:
             console.print(f"{m['target']}: {escape(m['predicted']['note'])}")
 
 
+@app.command()
+def report(
+    profile: Path = typer.Option(..., help="Profile folder."),
+    run: Path = typer.Option(None, help="A search run folder (hwnas search --out)."),
+    export: Path = typer.Option(None, help="An export folder (hwnas export --out)."),
+    out: Path = typer.Option(Path("report.html"), help="The HTML file to write."),
+) -> None:
+    """One self-contained HTML page: device fingerprint, predictor validation (predicted vs
+    measured), the search trajectory, per-layer latency of the chosen network, the latency /
+    accuracy cloud, and the exports with their parity and verified latency."""
+    from hwnas.report import build_report
+
+    path = build_report(profile, run, export, out)
+    console.print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
+
+
 @import_app.command("proxyless-yaml")
 def import_proxyless(path: Path = typer.Argument(..., help="ProxylessNAS lookup-table YAML."),
                      out: Path = typer.Option(..., help="Profile folder to write.")) -> None:
@@ -476,35 +492,17 @@ def import_csv(path: Path = typer.Argument(..., help="HW-NAS-Bench/HELP latency 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Where the demo writes its results."),
-    resolution: int = typer.Option(64, help="Input resolution of the demo profile."),
-    nets: int = typer.Option(20, help="Whole networks the demo profile measures."),
+    resolution: int = typer.Option(128, help="Input resolution (128 reuses the shipped "
+                                             "profile when this machine matches it)."),
+    quick: bool = typer.Option(False, help="Tiny settings (64x64, 1 epoch, no litert): a "
+                                           "smoke test in about a minute."),
 ) -> None:
-    """The flow so far on the embedded default (ort-cpu): spaces, an arch, a device profile."""
-    from hwnas.devices.measurement import Protocol
-    from hwnas.devices.profiler import ProfileConfig, Profiler
-    from hwnas.space import get_space
+    """The three user flows end to end: profile a device (or reuse a matching shipped profile),
+    validate its predictors, search under a latency budget, train the result, export it to onnx
+    and tflite with parity and verified latency, and write report.html."""
+    from hwnas.demo import DemoConfig, run_demo
 
-    out.mkdir(parents=True, exist_ok=True)
-    console.rule("1. search spaces")
-    spaces()
-    console.rule("2. a sampled architecture")
-    arch = get_space("proxyless", resolution).sample(0)
-    arch_path = out / "arch.json"
-    arch.save(arch_path)
-    arch_info(arch_path)
-    console.rule("3. device backends")
-    devices(as_json=False)
-    console.rule(f"4. profile ort-cpu, proxyless {resolution}x{resolution}, {nets} nets")
-    prof_dir = out / f"profile-ort-cpu-proxyless-{resolution}"
-    config = ProfileConfig(device="ort-cpu", space="proxyless", resolution=resolution, nets=nets,
-                           out=prof_dir, protocol=Protocol.quick())
-    root = Profiler(config, log=console.print).run(resume=True)
-    import pandas as pd
-
-    ops, nets_df = pd.read_parquet(root / "ops.parquet"), pd.read_parquet(root / "nets.parquet")
-    console.print(f"lookup table: {len(ops)} ops; whole nets: {len(nets_df)}, median latency "
-                  f"{nets_df['median_ms'].min():.2f}..{nets_df['median_ms'].max():.2f} ms")
-    console.print(f"results in {out}/: arch.json, {prof_dir.name}/")
+    run_demo(DemoConfig(out=out, resolution=resolution, quick=quick), console)
 
 
 def main(argv: list[str] | None = None) -> None:

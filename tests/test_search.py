@@ -182,6 +182,21 @@ def test_weight_step_runs_one_candidate_per_layer():
         assert not any(rg for _, rg in calls.get(i, []))
 
 
+def test_binarize_draws_the_active_path_from_p():
+    """The arch step's active paths come from p (a shadowed argument once made them all 0)."""
+    net = _net(seed=2)
+    last = [m.n - 1 for m in net.mixed]
+    with torch.no_grad():
+        net.alpha.zero_()
+        for i, j in enumerate(last):
+            net.alpha[i, j] = 30.0
+    for mode in ("full_v2", "two"):
+        assert list(net.binarize(mode)) == last
+        assert [m.active for m in net.mixed] == last
+        net.clear_gates()
+    assert list(net.binarize("full_v2", active=[0] * len(last))) == [0] * len(last)
+
+
 # --- (d) the latency gradient through the supernet's alpha is the closed form -------------------
 def test_latency_gradient_matches_closed_form(profile_dir):
     prof = Profile.load(profile_dir)
@@ -258,8 +273,13 @@ def test_tiny_search_writes_everything_and_resumes(profile_dir, tmp_path):
     summary = run_search(_config(profile_dir, out), progress=seen.append)
     assert [r["epoch"] for r in seen] == [0, 1]
     for name in ("arch.json", "history.csv", "summary.json", "checkpoint.safetensors",
-                 "config.json"):
+                 "config.json", "cloud.csv"):
         assert (out / name).is_file(), name
+    with open(out / "cloud.csv") as f:
+        cloud = list(csv.DictReader(f))
+    assert [r["kind"] for r in cloud] == ["final"] + ["sampled"] * 30
+    assert cloud[0]["choices"].split() == list(Arch.load(out / "arch.json").choices)
+    assert all(0 <= float(r["valid_acc"]) <= 1 and float(r["predicted_ms"]) > 0 for r in cloud)
     arch = Arch.load(out / "arch.json")
     prof = Profile.load(profile_dir)
     prof.space.validate(arch)  # in the profile's space, at the profile's resolution

@@ -8,6 +8,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency.learned import NetworkPredictor
 from hwnas.latency.lut import LookupTablePredictor
 from hwnas.latency.metrics import accuracy
+from hwnas.latency.op_predictor import OpPredictor
 from hwnas.latency.profile import Profile
 
 
@@ -44,16 +45,23 @@ def validate(profile: Profile, test_frac: float = 0.4, seed: int = 0, alpha: flo
         "learned": {**accuracy(y[te], learned.predict(a_te), lo, hi),
                     "family": learned.family_, "nominal_coverage": 1 - alpha},
     }
+    heldout = {"net_id": [str(profile.nets["net_id"].iloc[i]) for i in te],
+               "measured_ms": y[te].tolist(), "lut_ms": lut.predict(a_te).tolist(),
+               "learned_ms": learned.predict(a_te).tolist(), "lo_ms": lo.tolist(),
+               "hi_ms": hi.tolist()}
     return {"profile": profile.name, "n_train": int(tr.size), "n_test": int(te.size),
-            "seed": seed, "cv_mape": learned.cv_mape_, "results": results}
+            "seed": seed, "cv_mape": learned.cv_mape_, "results": results, "heldout": heldout}
 
 
 def fit_and_save(profile: Profile, alpha: float = 0.1, seed: int = 0) -> NetworkPredictor:
-    """Fit the learned predictor on all of the profile's nets and save it inside the profile."""
+    """Fit the learned predictor on all of the profile's nets and the op predictor (any-model
+    prediction, `hwnas predict MODEL.onnx`) on all its ops; save both inside the profile."""
     lut = LookupTablePredictor.from_profile(profile)
     model = NetworkPredictor(alpha=alpha, seed=seed).fit(lut, profile.archs(),
                                                         profile.net_latency())
     model.save(profile.root)
+    if len(profile.ops) >= 2:
+        OpPredictor().fit(profile.ops).save(profile.root)
     return model
 
 

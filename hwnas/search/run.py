@@ -358,6 +358,7 @@ def _finish(config: SearchConfig, model: LatencyModel, net: SuperNet, loop: Sear
     interval = model.interval(arch)
     valid_acc = loop.evaluate(final, "valid")
     test_acc = loop.evaluate(final, "test") if len(data.test) else float("nan")
+    _write_cloud(config.out / "cloud.csv", pspace, loop, model, final, config.seed)
     if argmax_ms <= config.budget_ms:
         message = (f"the argmax network fits: {argmax_ms:.4g} ms <= budget "
                    f"{config.budget_ms:g} ms")
@@ -406,6 +407,23 @@ def _finish(config: SearchConfig, model: LatencyModel, net: SuperNet, loop: Sear
         "loss": config.loss,
         "profile": str(model.profile.root),
     }
+
+
+def _write_cloud(path: Path, space: SearchSpace, loop: SearchLoop, model: LatencyModel,
+                 final: np.ndarray, seed: int, samples: int = 30) -> None:
+    """cloud.csv: predicted latency and shared-weight validation accuracy of `samples` random
+    networks of the space and of the final one (the report's latency/accuracy cloud)."""
+    rng = np.random.default_rng(seed + 1)
+    rows = [("final", final)] + [("sampled", space.indices(space.sample(rng)))
+                                 for _ in range(samples)]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["kind", "predicted_ms", "valid_acc", "choices"])
+        for kind, idx in rows:
+            idx = np.asarray(idx)
+            w.writerow([kind, float(model.predict_indices(idx[None, :])[0]),
+                        loop.evaluate(idx, "valid"),
+                        " ".join(space.from_indices(idx).choices)])
 
 
 # --- checkpoint and resume ----------------------------------------------------------------------

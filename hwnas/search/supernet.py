@@ -298,11 +298,12 @@ class SuperNet(nn.Module):
         self._old_alpha = []
         with torch.no_grad():
             probs = self.probs()
+        fixed = active  # not to be shadowed by the result array (it was: every draw was path 0)
         active = np.zeros(len(self.mixed), dtype=np.int64)
         for i, m in enumerate(self.mixed):
             p = probs[i, :m.n]
-            if active is not None:
-                a = int(active[i])
+            if fixed is not None:
+                a = int(fixed[i])
                 if mode == "two" and m.n >= 2:
                     rest = p.clone()
                     rest[a] = 0.0

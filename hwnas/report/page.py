@@ -1,0 +1,219 @@
+"""`build_report`: one self-contained HTML page (plots embedded as PNG) for a profile, optionally a
+search run and an export folder.
+
+Sections: the device fingerprint; the validation table and the predicted-vs-measured scatter of
+held-out networks (from the profile's validation.json, computed when absent); with a run: the
+search summary, its trajectory (history.csv), the per-layer latency breakdown of the chosen network
+(lookup table) and the latency/accuracy cloud of sampled networks (cloud.csv); with an export
+folder: one row per manifest.json (parity, predicted and verified latency).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hwnas import __version__
+from hwnas.errors import HwnasError
+from hwnas.report import plots
+
+CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2em auto;
+       max-width: 1100px; color: #222; padding: 0 1em; }
+h1 { margin-bottom: 0.1em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em;
+       margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f4f4f4; } td.l, th.l { text-align: left; }
+.muted { color: #666; font-size: 0.9em; } .ok { color: #1a7f37; } .bad { color: #c62828; }
+.figs { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
+figure { margin: 0; } figcaption { font-size: 0.85em; color: #555; max-width: 560px; }
+"""
+
+
+def _esc(v: object) -> str:
+    return html.escape(str(v))
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if v is None:
+        return "-"
+    return str(v)
+
+
+def _table(rows: list[dict], left: tuple[str, ...] = ()) -> str:
+    if not rows:
+        return "<p class='muted'>(none)</p>"
+    cols = list(rows[0])
+    head = "".join(f"<th class='{'l' if c in left else ''}'>{_esc(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td class='{'l' if c in left else ''}'>{_esc(_fmt(r[c]))}"
+                                    "</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _figure(uri: str, caption: str) -> str:
+    return f"<figure><img src='{uri}' alt='{_esc(caption)}'><figcaption>{_esc(caption)}" \
+           "</figcaption></figure>"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise HwnasError(f"cannot read {path}: {e}") from None
+
+
+# --- sections ---------------------------------------------------------------------------------
+def _device_section(prof) -> str:
+    fp = prof.device.get("fingerprint", {})
+    rows = [{"field": k, "value": v} for k, v in fp.items()]
+    info = (f"{_esc(prof.device.get('space'))} space, "
+            f"{len(prof.ops)} lookup-table ops, {len(prof.nets)} measured networks; status "
+            f"{_esc(prof.device.get('status', '-'))}")
+    return f"<h2>Device</h2><p>{info}</p>" + _table(rows, left=("field", "value"))
+
+
+def _validation_section(prof) -> str:
+    path = prof.root / "validation.json"
+    report = _read_json(path) if path.exists() else {}
+    if "heldout" not in report:
+        if len(prof.nets) < 20:
+            return "<h2>Predictor validation</h2><p class='muted'>The profile has fewer than 20 " \
+                   "measured networks: nothing to validate.</p>"
+        from hwnas.latency.validate import validate
+
+        report = validate(prof)
+    rows = []
+    for name, r in report["results"].items():
+        rows.append({"predictor": f"learned ({r['family']})" if "family" in r else name,
+                     "within 5%": f"{r['within_5']:.1%}", "within 10%": f"{r['within_10']:.1%}",
+                     "RMSPE": f"{r['rmspe']:.2%}", "bias": f"{r['bias']:+.2%}",
+                     "Kendall tau": f"{r['kendall_tau']:.3f}",
+                     "coverage": f"{r['coverage']:.0%} (nominal {r['nominal_coverage']:.0%})"
+                     if "coverage" in r else "-"})
+    h = report["heldout"]
+    measured = np.asarray(h["measured_ms"])
+    fig = plots.predicted_vs_measured(
+        measured, {"lookup-table sum": np.asarray(h["lut_ms"]),
+                   "learned": np.asarray(h["learned_ms"])},
+        f"{prof.name}: {len(measured)} held-out networks")
+    return (f"<h2>Predictor validation</h2><p>Trained on {report['n_train']} measured networks, "
+            f"tested on the {report['n_test']} held out.</p>" + _table(rows, left=("predictor",))
+            + "<div class='figs'>" + _figure(fig, "Predicted vs measured latency of held-out "
+                                                  "networks; the band is +-10%.") + "</div>")
+
+
+def _run_section(prof, run: Path) -> str:
+    from hwnas.latency.lut import LookupTablePredictor
+    from hwnas.space import Arch
+
+    summary = _read_json(run / "summary.json")
+    budget = float(summary["budget_ms"])
+    met = summary.get("met")
+    rows = [{"budget ms": budget, "predicted ms": summary.get("predicted_ms"),
+             "interval ms": " - ".join(f"{v:.3f}" for v in summary["interval_ms"])
+             if summary.get("interval_ms") else "-",
+             "met": met, "predictor": summary.get("predictor"),
+             "valid acc (shared)": summary.get("accuracy", {}).get("valid"),
+             "fastest ms": summary.get("fastest_ms"), "slowest ms": summary.get("slowest_ms")}]
+    parts = [f"<h2>Search: {_esc(run.name)}</h2>",
+             f"<p class='{'ok' if met else 'bad'}'>{_esc(summary.get('message', ''))}</p>",
+             _table(rows)]
+    figs = []
+    hist_path = run / "history.csv"
+    if hist_path.exists():
+        hist = pd.read_csv(hist_path)
+        warmup = int((hist["phase"] == "warmup").sum())
+        figs.append(_figure(plots.search_trajectory(
+            hist["epoch"].to_numpy(), hist["valid_acc"].to_numpy(float),
+            hist["expected_ms"].to_numpy(float), hist["argmax_ms"].to_numpy(float), budget,
+            warmup), "Search trajectory: accuracy of the argmax network with shared weights, "
+                     "E[LAT] of the architecture distribution, the argmax network's latency "
+                     "and the budget, per epoch."))
+    arch_path = run / "arch.json"
+    if arch_path.exists():
+        arch = Arch.load(arch_path)
+        lut = LookupTablePredictor.from_profile(prof)
+        space = prof.space
+        names, ms = [], []
+        for op, t in lut.breakdown(space.arch(arch.choices)):
+            names.append(f"{op.kind} {op.key.split('_', 1)[-1][:38]}")
+            ms.append(t)
+        figs.append(_figure(plots.layer_breakdown(names, ms, f"chosen network: {sum(ms):.2f} ms"),
+                            "Per-layer latency of the chosen network (lookup table; stem, "
+                            "blocks, head)."))
+    cloud_path = run / "cloud.csv"
+    if cloud_path.exists():
+        cloud = pd.read_csv(cloud_path)
+        final = cloud[cloud["kind"] == "final"].iloc[0]
+        rest = cloud[cloud["kind"] != "final"]
+        figs.append(_figure(plots.latency_accuracy_cloud(
+            rest["predicted_ms"].to_numpy(float), rest["valid_acc"].to_numpy(float),
+            float(final["predicted_ms"]), float(final["valid_acc"]), budget),
+            "Predicted latency and shared-weight accuracy of random networks of the space; "
+            "the star is the chosen one."))
+    return "".join(parts) + "<div class='figs'>" + "".join(figs) + "</div>"
+
+
+def _export_section(folder: Path) -> str:
+    from hwnas.export.manifest import load_manifest
+
+    rows = []
+    for path in sorted(folder.glob("*/manifest.json")):
+        m = load_manifest(path)
+        pred, ver = m.get("predicted"), m.get("verified")
+        rows.append({"target": m["target"], "precision": m["precision"],
+                     "file": f"{path.parent.name}/{m['artifact']['file']}",
+                     "MB": m["artifact"]["bytes"] / 1e6,
+                     "parity": f"{m['parity']['max_abs']:.1e} ({m['parity']['criterion']}: "
+                               f"{'pass' if m['parity']['passed'] else 'FAIL'})",
+                     "predicted ms": pred["latency_ms"] if pred else None,
+                     "measured ms": (ver.get("corrected_ms") or ver["measured_ms"]) if ver
+                     else None,
+                     "device": ver["device"] if ver else None,
+                     "measured/predicted": ver.get("ratio_to_predicted") if ver else None})
+    if not rows:
+        return f"<h2>Exports</h2><p class='muted'>No manifest.json under {_esc(folder)}.</p>"
+    return ("<h2>Exports</h2><p>Each artifact was run in its runtime against the torch model; "
+            "measured latency is drift-corrected to the profile's reference speed.</p>"
+            + _table(rows, left=("target", "precision", "file", "parity", "device")))
+
+
+def build_report(profile: str | Path, run: str | Path | None = None,
+                 export: str | Path | None = None, out: str | Path = "report.html") -> Path:
+    """Write the HTML report; returns its path."""
+    from hwnas.latency.profile import Profile
+
+    prof = Profile.load(profile)
+    sections = [_device_section(prof), _validation_section(prof)]
+    if run is not None:
+        run = Path(run)
+        if not (run / "summary.json").exists():
+            raise HwnasError(f"{run} is not a finished search run (no summary.json)")
+        sections.append(_run_section(prof, run))
+    if export is not None:
+        export = Path(export)
+        if not export.is_dir():
+            raise HwnasError(f"export folder not found: {export}")
+        sections.append(_export_section(export))
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>hwnas report: {_esc(prof.name)}</title><style>{CSS}</style></head><body>"
+            f"<h1>hwnas report: {_esc(prof.name)}</h1>"
+            f"<p class='muted'>hwnas {__version__}, {now}</p>" + "".join(sections)
+            + "</body></html>")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page)
+    tmp.replace(out)
+    return out

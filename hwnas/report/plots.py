@@ -1,0 +1,87 @@
+"""The report's figures (matplotlib, Agg backend), each returned as an embeddable PNG data URI."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def to_data_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def predicted_vs_measured(measured: np.ndarray, series: dict[str, np.ndarray],
+                          title: str) -> str:
+    """Scatter of predicted against measured latency with the y = x line and a +-10% band."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    lo, hi = float(measured.min()) * 0.85, float(measured.max()) * 1.15
+    line = np.linspace(lo, hi, 50)
+    ax.fill_between(line, line * 0.9, line * 1.1, color="tab:green", alpha=0.15,
+                    label="+-10% band")
+    ax.plot(line, line, color="tab:green", lw=1)
+    for (name, pred), marker in zip(series.items(), ("o", "s", "^"), strict=False):
+        within = float(np.mean(np.abs(pred / measured - 1) <= 0.10))
+        ax.scatter(measured, pred, s=14, marker=marker, alpha=0.75,
+                   label=f"{name} ({within:.0%} within 10%)")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="measured latency (ms)",
+           ylabel="predicted latency (ms)", title=title)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    return to_data_uri(fig)
+
+
+def layer_breakdown(names: list[str], ms: list[float], title: str) -> str:
+    """Horizontal bars: the lookup-table latency of each layer of the chosen network."""
+    fig, ax = plt.subplots(figsize=(6.4, max(3.0, 0.22 * len(names) + 1)))
+    y = np.arange(len(names))
+    ax.barh(y, ms, color="tab:blue")
+    ax.set_yticks(y, names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="latency (ms, lookup table)", title=title)
+    ax.grid(axis="x", alpha=0.3)
+    return to_data_uri(fig)
+
+
+def search_trajectory(epochs: np.ndarray, valid_acc: np.ndarray, expected_ms: np.ndarray,
+                      argmax_ms: np.ndarray, budget_ms: float, warmup: int) -> str:
+    """Accuracy (left axis) and E[LAT], argmax latency and budget (right axis) per epoch."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.plot(epochs, valid_acc, "o-", color="tab:blue", label="valid accuracy (shared weights)")
+    ax.set(xlabel="epoch", ylabel="accuracy")
+    ax.set_ylim(0, 1)
+    if warmup:
+        ax.axvspan(-0.5, warmup - 0.5, color="grey", alpha=0.12, label="warm-up")
+    right = ax.twinx()
+    right.plot(epochs, expected_ms, "s--", color="tab:orange", label="E[LAT]")
+    right.plot(epochs, argmax_ms, "^-", color="tab:red", label="argmax network")
+    right.axhline(budget_ms, color="black", lw=1, ls=":", label=f"budget {budget_ms:g} ms")
+    right.set_ylabel("latency (ms)")
+    handles = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    return to_data_uri(fig)
+
+
+def latency_accuracy_cloud(ms: np.ndarray, acc: np.ndarray, chosen_ms: float,
+                           chosen_acc: float, budget_ms: float | None) -> str:
+    """Sampled networks (predicted latency, accuracy) with the chosen one and the budget."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    ax.scatter(ms, acc, s=16, alpha=0.6, color="tab:grey", label="sampled networks")
+    ax.scatter([chosen_ms], [chosen_acc], s=160, marker="*", color="tab:red", zorder=3,
+               label="chosen network")
+    if budget_ms:
+        ax.axvline(budget_ms, color="black", lw=1, ls=":", label=f"budget {budget_ms:g} ms")
+    ax.set(xlabel="predicted latency (ms)", ylabel="valid accuracy (shared weights)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return to_data_uri(fig)
