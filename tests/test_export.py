@@ -177,3 +177,18 @@ def test_tensorrt_engine_parity_on_a_gpu(tmp_path):
     _, path = _arch(tmp_path, "proxyless", 64, 14)
     (m,) = export(ExportConfig(arch=path, targets=("tensorrt",), out=tmp_path / "o"))
     assert m["parity"]["max_abs"] <= 1e-3  # TensorRT may pick TF32 kernels for fp32
+
+
+def test_fp32_parity_rule_and_float32_noise_clause():
+    import numpy as np
+
+    from hwnas.export.pipeline import parity
+
+    exact = np.linspace(-10, 10, 20).reshape(2, 10)
+    torch32 = exact + 8e-5  # torch's own float32 rounding: 8e-5 from the truth
+    ok = parity(torch32, exact - 7e-5, "fp32", exact)  # 1.5e-4 from torch, 7e-5 from the truth
+    assert ok["max_abs"] > 1e-4 and ok["within_fp32_noise"] and ok["passed"]
+    bad = parity(torch32, exact + 5e-4, "fp32", exact)
+    assert not bad["within_fp32_noise"] and not bad["passed"]
+    assert parity(torch32, torch32 + 5e-5, "fp32")["passed"]  # plain rule, no float64 run
+    assert not parity(torch32, torch32 + 2e-4, "fp32")["passed"]

@@ -5,8 +5,10 @@ Per target (`hwnas.export.targets`), into `<out>/<target>/`:
 1. the artifact (`model.onnx`, `model.tflite`, `model.engine`, `model.pt2`), written atomically;
 2. parity: the artifact run in its runtime on the same inputs as the torch model (held-out
    images of the calibration data when given, else fixed random inputs); max absolute and
-   relative difference and top-1 agreement. fp32 must be within 1e-4 max absolute; fp16 within
-   2e-2 relative; int8 must agree on the top-1 class for 90% of the held-out images (`parity`);
+   relative difference and top-1 agreement. fp32 must be within 1e-4 max absolute (or, for a
+   trained net whose logits are large, no further from the float64 model than twice torch fp32's
+   own rounding error); fp16 within 2e-2 relative; int8 must agree on the top-1 class for 90% of
+   the held-out images (`parity`);
 3. with `--int8`: the accuracy of the fp32 torch model and of the int8 artifact on the held-out
    images (when the model's classes are the data's) and their top-1 agreement;
 4. the predicted latency from a profile of a device that runs this artifact (its best predictor
@@ -22,6 +24,7 @@ Per target (`hwnas.export.targets`), into `<out>/<target>/`:
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import math
@@ -136,10 +139,14 @@ def check_writable(out: Path) -> None:
 
 
 # --- checks -----------------------------------------------------------------------------------
-def parity(reference: np.ndarray, got: np.ndarray, precision: str) -> dict:
+def parity(reference: np.ndarray, got: np.ndarray, precision: str,
+           exact: np.ndarray | None = None) -> dict:
     """Max absolute / relative difference and top-1 agreement; `passed` per `criterion`.
 
-    fp32: max absolute difference <= 1e-4. fp16: max |diff| / max |torch output| <= 2e-2.
+    fp32: max absolute difference to torch <= 1e-4; when a trained network's logits are large
+    that can sit below float32's own rounding noise, so with `exact` (the torch model in float64)
+    the export also passes when its error against float64 is at most twice torch fp32's own
+    (`within_fp32_noise`; both errors are recorded). fp16: max |diff| / max |torch| <= 2e-2.
     int8: top-1 agreement with the fp32 torch model >= 90% on the held-out images (logits of an
     int8 model differ by far more than any fp32 tolerance; what a user keeps is the decision).
     """
@@ -147,14 +154,22 @@ def parity(reference: np.ndarray, got: np.ndarray, precision: str) -> dict:
     max_abs = float(diff.max())
     max_rel = max_abs / max(float(np.abs(reference).max()), 1e-12)
     agree = float((got.argmax(1) == reference.argmax(1)).mean())
+    out = {"inputs": int(len(reference)), "max_abs": max_abs, "max_rel": max_rel}
     if precision == "fp32":
         tol, passed, rule = TOLERANCE_ABS, max_abs <= TOLERANCE_ABS, "max_abs <= 1e-4"
+        if exact is not None:
+            torch_err = float(np.abs(reference - exact).max())
+            ours = float(np.abs(got.astype(np.float64) - exact).max())
+            noise = ours <= 2 * torch_err + 1e-7
+            out.update(max_abs_vs_fp64=ours, torch_fp32_vs_fp64=torch_err,
+                       within_fp32_noise=bool(noise))
+            passed = passed or noise
+            rule = "max_abs <= 1e-4, or error vs float64 <= 2x torch fp32's own"
     elif precision == "fp16":
         tol, passed, rule = None, max_rel <= TOLERANCE_REL_FP16, "max_rel <= 2e-2"
     else:
         tol, passed, rule = None, agree >= MIN_AGREEMENT_INT8, "top1_agreement >= 0.9"
-    return {"inputs": int(len(reference)), "max_abs": max_abs, "max_rel": max_rel,
-            "tolerance_abs": tol, "criterion": rule, "passed": bool(passed),
+    return {**out, "tolerance_abs": tol, "criterion": rule, "passed": bool(passed),
             "top1_agreement": agree}
 
 
@@ -305,6 +320,11 @@ def export(config: ExportConfig, log: Callable[[str], None] = lambda _m: None) -
             "say little; pass --weights from `hwnas train`")
     with torch.inference_mode():
         torch_out = np.concatenate([model(torch.from_numpy(x[None])).numpy() for x in eval_x])
+        exact = None
+        if config.precision == "fp32":  # the float64 truth that both fp32 runs approximate
+            m64 = copy.deepcopy(model).double()
+            exact = np.concatenate([m64(torch.from_numpy(x[None]).double()).numpy()
+                                    for x in eval_x])
 
     manifests = []
     for target in targets:
@@ -316,7 +336,7 @@ def export(config: ExportConfig, log: Callable[[str], None] = lambda _m: None) -
         target.write(model, shape, path, config.precision, calib)
         export_s = time.monotonic() - t0
         got = target.run(path, eval_x)
-        check = parity(torch_out, got, config.precision)
+        check = parity(torch_out, got, config.precision, exact)
         quant = None
         if config.precision == "int8":
             quant = {"method": {"onnx": "onnxruntime quantize_static QDQ, per-channel, MinMax",
