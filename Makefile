@@ -22,9 +22,16 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# every benchmark behind the README's performance tables (about two hours on 2 cores)
 bench: setup
 	$(PY) benchmarks/profiling_cost.py
 	$(PY) benchmarks/repeatability.py
+	$(PY) benchmarks/predictor_accuracy.py
+	$(PY) benchmarks/external.py
+	$(PY) benchmarks/out_of_space.py --profile profiles/ort-cpu-1t-proxyless-224
+	$(PY) benchmarks/supernet_memory.py
+	$(PY) benchmarks/search_budget.py
+	$(PY) benchmarks/export.py
 
 lint: setup
 	$(VENV)/bin/ruff check hwnas tests benchmarks

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,16 +46,17 @@ class DemoConfig:
             self.train_epochs, self.litert = 1, False
 
 
-def shipped_profile(device: str, resolution: int, threads: int = 1) -> tuple[Path | None, str]:
+def shipped_profile(device: str, resolution: int, threads: int = 1,
+                    root: Path = SHIPPED) -> tuple[Path | None, str]:
     """The shipped profile for this device/resolution if its fingerprint matches this machine."""
     from hwnas.devices.fingerprint import differences
     from hwnas.devices.registry import get_backend
-    from hwnas.devices.store import read_json
+    from hwnas.latency.profile import load_device
 
-    path = SHIPPED / f"{device}-{threads}t-proxyless-{resolution}"
+    path = root / f"{device}-{threads}t-proxyless-{resolution}"
     if not (path / "device.json").exists():
         return None, f"no shipped {path.name} profile"
-    stored = read_json(path / "device.json").get("fingerprint", {})
+    stored = load_device(path).get("fingerprint", {})
     diff = differences(stored, get_backend(device, threads=threads).fingerprint())
     if diff:
         return None, "shipped profile measured elsewhere (" + ", ".join(
@@ -66,12 +68,16 @@ def _profile(device: str, cfg: DemoConfig, say: Callable[[str], None], nets: int
     from hwnas.devices.measurement import Protocol
     from hwnas.devices.profiler import ProfileConfig, Profiler
 
+    out = cfg.out / f"profile-{device}-proxyless-{cfg.resolution}"
     if not cfg.quick:
         path, why = shipped_profile(device, cfg.resolution)
-        say(f"{device}: {why}" + ("; reusing it" if path else "; measuring"))
         if path is not None:
-            return path
-    out = cfg.out / f"profile-{device}-proxyless-{cfg.resolution}"
+            say(f"{device}: {why}; reusing it (copied to {out}, so that the demo's validation "
+                "and predictor files stay out of the repository)")
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(path, out)
+            return out
+        say(f"{device}: {why}; measuring")
     config = ProfileConfig(device=device, space="proxyless", resolution=cfg.resolution,
                            nets=nets, out=out, protocol=Protocol.quick())
     return Profiler(config, log=say).run(resume=True)

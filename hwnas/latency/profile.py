@@ -37,7 +37,7 @@ class Profile:
         root = Path(root)
         if not root.is_dir():
             raise HwnasError(f"profile folder not found: {root}")
-        device = _load_device(root)
+        device = load_device(root)
         ops = _load_table(root / "ops.parquet", OP_COLUMNS, required=not device.get("nets_only"))
         nets = _load_table(root / "nets.parquet", NET_COLUMNS, required=False)
         ops, nets = correct_drift(ops, nets)
@@ -70,7 +70,7 @@ class Profile:
         return self.nets["median_ms"].to_numpy(dtype=float) if len(self.nets) else np.zeros(0)
 
 
-def _load_device(root: Path) -> dict:
+def load_device(root: Path) -> dict:
     path = root / "device.json"
     if not path.exists():
         raise HwnasError(f"{root} is not a profile: device.json is missing")

@@ -1,0 +1,39 @@
+"""`hwnas demo`: the whole flow end to end (quick settings), and the shipped-profile reuse rule."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from hwnas.demo import SHIPPED, DemoConfig, run_demo, shipped_profile
+from hwnas.export.manifest import load_manifest
+
+
+def test_quick_demo_runs_every_step(tmp_path):
+    done = run_demo(DemoConfig(out=tmp_path / "demo", quick=True))
+    assert list(done) == ["profile ort-cpu", "validate", "search", "train", "export onnx",
+                          "report"]
+    out = tmp_path / "demo"
+    summary = json.loads((out / "search" / "summary.json").read_text())
+    assert summary["met"] and summary["predicted_ms"] <= summary["budget_ms"]
+    m = load_manifest(out / "export" / "onnx" / "manifest.json")
+    assert m["parity"]["passed"] and m["verified"]["device"] == "ort-cpu"
+    assert m["weights"]["file"].endswith("model.safetensors")
+    assert (out / "report.html").stat().st_size > 50_000
+
+
+def test_shipped_profile_is_reused_only_when_the_fingerprint_matches(tmp_path):
+    src = SHIPPED / "ort-cpu-1t-proxyless-128"
+    if not src.is_dir():
+        pytest.skip("shipped profile absent")
+    dst = tmp_path / src.name
+    shutil.copytree(src, dst)
+    device = json.loads((dst / "device.json").read_text())
+    device["fingerprint"]["cpu_model"] = "Some Other CPU"
+    (dst / "device.json").write_text(json.dumps(device))
+    path, why = shipped_profile("ort-cpu", 128, root=tmp_path)
+    assert path is None and "cpu_model: Some Other CPU" in why
+    path, why = shipped_profile("ort-cpu", 96, root=tmp_path)
+    assert path is None and "no shipped" in why
