@@ -310,6 +310,8 @@ def search(
     train_resolution: int = typer.Option(32, help="Proxy-task training resolution (latency "
                                                   "always comes from the profile's own)."),
     seed: int = typer.Option(0, help="Seed."),
+    fill_floor: float = typer.Option(0.85, help="Fill a result below this share of the budget "
+                                                "with slower, most probable choices (0: off)."),
     resume: bool = typer.Option(True, help="Continue an interrupted run in --out."),
 ) -> None:
     """ProxylessNAS under a latency budget: binary-gated supernet, the profile's latency loss,
@@ -325,7 +327,7 @@ def search(
     config = SearchConfig(profile=profile, budget_ms=budget_ms, out=out, grad_mode=grad,
                           loss=loss, data=data, epochs=epochs, warmup_epochs=warmup_epochs,
                           batch_size=batch_size, train_resolution=train_resolution, seed=seed,
-                          resume=resume)
+                          fill_floor=fill_floor, resume=resume)
     from rich.progress import Progress
 
     with Progress(console=console) as bar:

@@ -18,6 +18,7 @@ from hwnas.latency.profile import Profile
 from hwnas.search.data import load_data
 from hwnas.search.run import (
     SearchConfig,
+    fill_to_budget,
     fit_to_budget,
     latency_model,
     run_search,
@@ -405,3 +406,29 @@ def test_cifar_folder_missing_batches_is_named(tmp_path):
     (tmp_path / "data_batch_1").write_bytes(b"")
     with pytest.raises(HwnasError, match="missing data_batch_2"):
         load_data(f"cifar10:{tmp_path}")
+
+
+def test_under_budget_network_is_filled_greedily_up_to_the_budget(profile_dir):
+    model = latency_model(profile_dir)
+    lut = model.lut
+    fastest, _ = lut.extremes()
+    idx = lut.indices([fastest])[0]
+    budget = model.fastest_ms + 0.6 * (model.slowest_ms - model.fastest_ms)
+    rng = np.random.default_rng(0)
+    logp = np.log(rng.dirichlet(np.ones(lut.table_.shape[1]), size=lut.table_.shape[0]))
+    filled, steps = fill_to_budget(idx, logp, lut.table_, model.predict_indices, budget, 0.85)
+    ms = model.predict_indices(filled[None])[0]
+    assert steps and all(s["added_ms"] > 0 for s in steps)
+    assert ms <= budget
+    # it stops once at the floor, or when no slower switch fits under the budget
+    if ms < 0.85 * budget:
+        for i in range(len(filled)):
+            for j in range(lut.table_.shape[1]):
+                if np.isfinite(lut.table_[i, j]) and lut.table_[i, j] > lut.table_[i, filled[i]]:
+                    trial = filled.copy()
+                    trial[i] = j
+                    assert model.predict_indices(trial[None])[0] > budget
+    else:
+        undo = filled.copy()
+        undo[steps[-1]["layer"]] = steps[-1]["from"]
+        assert model.predict_indices(undo[None])[0] < 0.85 * budget
