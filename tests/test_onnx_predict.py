@@ -11,14 +11,18 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from hwnas.devices.generic import sample_generic_ops, within_limits
+from hwnas.errors import HwnasError
 from hwnas.export.onnx import to_onnx_bytes
 from hwnas.latency.onnx_graph import predict_module, predict_onnx, split_onnx
 from hwnas.latency.op_predictor import (
     MemoryModel,
     OpPredictor,
+    TreeEnsemble,
     bytes_moved,
     family,
+    features,
     fit_memory,
+    load_or_fit,
     op_from_row,
 )
 from hwnas.space import OpSpec
@@ -283,6 +287,53 @@ def test_op_predictor_round_trip_on_synthetic_rows() -> None:
     assert model.predict([]).shape == (0,)
     with pytest.raises(Exception, match="not fitted"):
         OpPredictor().predict(ops[:1])
+
+
+def test_tree_ensemble_predicts_what_the_boosted_trees_predict() -> None:
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    ops = sample_generic_ops(120, seed=4)
+    x, _ = features(ops)
+    y = np.log(_synthetic_rows(ops)["median_ms"].to_numpy())
+    rng = np.random.default_rng(0)
+    for kw in ({"max_depth": 3, "subsample": 0.8}, {"max_depth": 5, "loss": "huber"}):
+        gbr = GradientBoostingRegressor(n_estimators=60, random_state=0, **kw).fit(x, y)
+        ens = TreeEnsemble.from_gbr(gbr)
+        for xx in (x, x + rng.normal(0, 0.3, x.shape)):  # at and between the thresholds
+            np.testing.assert_allclose(ens.predict(xx), gbr.predict(xx), rtol=0, atol=1e-6)
+
+
+def test_op_predictor_saved_in_a_profile_round_trips_safely(tmp_path) -> None:
+    import pickle
+    import types
+
+    ops = sample_generic_ops(80, seed=3)
+    df = _synthetic_rows(ops)
+    prof = types.SimpleNamespace(root=tmp_path, ops=df)
+    model, how = load_or_fit(prof)
+    assert how == "fitted"
+    model.save(tmp_path)
+    loaded, how = load_or_fit(prof)
+    assert how == "saved"
+    np.testing.assert_array_equal(loaded.predict(ops), model.predict(ops))
+    assert (loaded.overhead_ms_, loaded.memory_, loaded.n_rows_) == \
+        (model.overhead_ms_, model.memory_, model.n_rows_)
+    # other op rows: the saved predictor is stale, a fresh one is fitted (and not saved)
+    changed = types.SimpleNamespace(root=tmp_path, ops=df.iloc[:70])
+    assert load_or_fit(changed)[1].startswith("fitted (the saved one predates")
+    # an array file holding pickled objects is refused without unpickling them
+    arrays = dict(np.load(tmp_path / "op_predictor.npz"))
+    arrays["conv.value"] = np.array([types.SimpleNamespace()], dtype=object)
+    np.savez(tmp_path / "op_predictor.npz", **arrays)
+    with pytest.raises(HwnasError, match="unreadable saved op predictor.*pickle"):
+        OpPredictor.load(tmp_path)
+    assert load_or_fit(prof)[1].startswith("fitted (")
+    (tmp_path / "op_predictor.npz").write_bytes(pickle.dumps(arrays))
+    with pytest.raises(HwnasError, match="unreadable saved op predictor"):
+        OpPredictor.load(tmp_path)
+    (tmp_path / "op_predictor.json").write_text("{")
+    with pytest.raises(HwnasError, match="unreadable saved op predictor"):
+        OpPredictor.load(tmp_path)
 
 
 @pytest.mark.slow

@@ -149,3 +149,28 @@ def test_ctrl_c_keeps_rows(tmp_path):
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "--resume" in stdout + stderr
     assert len(pd.read_parquet(out / "ops.parquet")) > 0
+
+
+def test_resume_adds_only_the_newly_requested_generic_ops(tmp_path):
+    """A finished profile resumed with a larger --generic measures those ops and only those;
+    a resume without --generic keeps (and would finish) the ones asked for before."""
+    out = tmp_path / "prof"
+    Profiler(_config(out, nets=2)).run()
+    ops0 = pd.read_parquet(out / "ops.parquet")
+    nets0 = pd.read_parquet(out / "nets.parquet")
+    assert "generic" not in set(ops0["source"])
+
+    config = _config(out, nets=2)
+    config.generic = 3
+    Profiler(config).run(resume=True)
+    ops1 = pd.read_parquet(out / "ops.parquet")
+    assert len(ops1) == len(ops0) + 3 and ops1["key"].is_unique
+    pd.testing.assert_frame_equal(ops1.iloc[:len(ops0)].reset_index(drop=True), ops0)
+    assert (ops1.iloc[len(ops0):]["source"] == "generic").all()
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "nets.parquet"), nets0)
+    device = json.loads((out / "device.json").read_text())
+    assert device["generic_requested"] == 3 and device["status"] == "complete"
+
+    Profiler(_config(out, nets=2)).run(resume=True)  # no --generic: nothing new, nothing lost
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "ops.parquet"), ops1)
+    assert json.loads((out / "device.json").read_text())["generic_requested"] == 3

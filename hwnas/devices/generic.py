@@ -7,7 +7,8 @@ kernel type. Here the channel count is drawn around a width typical of the spati
 tensors are small, as in every classic CNN), log-uniform within a factor of about 5 either way,
 then, as in model zoos, mostly snapped to a power of two or another common width (24, 40, 96,
 ...; the runtimes' vector blocks favour them) and otherwise to a multiple of 8; a conv's output
-width is often its input width or a small ratio of it (x1/4 ... x6, as in bottlenecks). Fully connected
+width is often its input width or a small ratio of it (x1/4 ... x6, as in bottlenecks; a 3x3 or
+larger dense conv's mostly its input width, x2 or x1/2, as in VGG / ResNet stages). Fully connected
 layers span 0.1-64 MB of weights, so that they also show where the cache ends (the memory model
 of `hwnas.latency.op_predictor`). Each op's MACs and tensor sizes are capped so that one op runs
 in well under ~50 ms on one CPU core. Conv-heavy mix: dense / 1x1 / stem / grouped / depthwise conv,
@@ -34,6 +35,9 @@ COMMON_WIDTHS = (16, 24, 32, 40, 48, 64, 72, 80, 96, 112, 120, 128, 144, 160, 19
                  320, 384, 448, 480, 512, 576, 640, 672, 768, 960, 1024, 1152, 1280, 1536, 2048)
 POW2_WIDTHS = (16, 32, 64, 128, 256, 512, 1024, 2048)
 RATIOS = (0.25, 0.5, 1.0, 1.0, 1.0, 2.0, 2.0, 4.0, 6.0)  # cout / cin: plain, bottleneck, expansion
+# cout / cin of dense k x k convs (k > 1) in classic CNNs: mostly equal (the body of every
+# VGG / ResNet / plain stage), doubled where a stage starts, sometimes halved
+SPATIAL_RATIOS = (0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0)
 
 # the mix, in slots per 40 ops (conv-heavy); kept as a fixed cycle so that it is exact per 40
 MIX = (("conv", 12), ("conv1x1", 5), ("stem", 2), ("gconv", 1), ("dwconv", 7), ("linear", 3),
@@ -81,10 +85,12 @@ def _channels(rng: np.random.Generator, hw: int, spread: float = 5.0) -> int:
     return _snap(rng, float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
 
 
-def _cout(rng: np.random.Generator, hw: int, cin: int, spread: float = 5.0) -> int:
-    """Output channels: 60% a ratio of cin (often equal), else drawn like cin."""
-    if rng.random() < 0.6:
-        return _snap(rng, cin * float(rng.choice(RATIOS)))
+def _cout(rng: np.random.Generator, hw: int, cin: int, spread: float = 5.0,
+          ratios: tuple[float, ...] = RATIOS, p_ratio: float = 0.6) -> int:
+    """Output channels: with probability `p_ratio` a ratio of cin (often equal), else drawn
+    like cin."""
+    if rng.random() < p_ratio:
+        return _snap(rng, cin * float(rng.choice(ratios)))
     return _channels(rng, hw, spread)
 
 
@@ -102,7 +108,9 @@ def _conv(rng: np.random.Generator) -> OpSpec:
     k = int(_pick(rng, (1, 3, 5, 7), (0.25, 0.55, 0.1, 0.1)))
     s = int(_pick(rng, (1, 2), (0.75, 0.25)))
     cin = _channels(rng, hw)
-    return OpSpec("conv", cin, _cout(rng, hw, cin), hw, hw, kernel=k, stride=s, act=_act(rng))
+    cout = _cout(rng, hw, cin) if k == 1 else _cout(rng, hw, cin, ratios=SPATIAL_RATIOS,
+                                                     p_ratio=0.75)
+    return OpSpec("conv", cin, cout, hw, hw, kernel=k, stride=s, act=_act(rng))
 
 
 def _conv1x1(rng: np.random.Generator) -> OpSpec:

@@ -142,6 +142,14 @@ class Profiler:
                 self.log("note: the stored protocol differs from this run's; keeping the stored one")
                 self.config.protocol = Protocol(**device["protocol"])
             device["nets_requested"] = max(device.get("nets_requested", 0), self.config.nets)
+            # generic ops only grow: a resume without --generic still finishes the ones an
+            # interrupted run asked for, and a larger --generic adds only the new ones (the
+            # sample is prefix-stable, so the measured ones are skipped by key)
+            if device.get("seed", self.config.seed) != self.config.seed:
+                self.log("note: the stored seed differs from this run's; keeping the stored one")
+                self.config.seed = int(device["seed"])
+            self.config.generic = max(device.get("generic_requested", 0), self.config.generic)
+            device["generic_requested"] = self.config.generic
             return device
         device = self._new_device()
         self.writer.write_device(device)

@@ -197,7 +197,7 @@ def _same_space(prof, arch: Arch) -> str:
 def predict(prof, arch: Arch) -> dict | None:
     """Best-predictor latency of `arch` on a profile; ops missing from its table (another head)
     are priced by the op predictor (`hwnas.latency.op_predictor`)."""
-    from hwnas.latency.op_predictor import OpPredictor
+    from hwnas.latency.op_predictor import load_or_fit
     from hwnas.latency.validate import best_predictor
 
     space = prof.space
@@ -214,7 +214,7 @@ def predict(prof, arch: Arch) -> dict | None:
         theirs = {op.key: op for op in space.ops(as_profiled)}
         new = [op for k, op in mine.items() if k not in theirs]
         old = [theirs[k] for k in theirs if k not in mine]
-        ops_model = OpPredictor().fit(prof.ops)
+        ops_model, _how = load_or_fit(prof)
         lut = prof.lut
         delta = float(ops_model.predict(new).sum()) - sum(lut[op.key] for op in old)
         ms += delta

@@ -34,7 +34,8 @@ def _versions(*packages: str) -> dict[str, str]:
 
 
 class Target(ABC):
-    """A deployable format. Subclasses set the class attributes and implement `write` and `run`."""
+    """A deployable format. Subclasses set the class attributes and implement `write_fp32` and
+    `run` (and `quantize` where they offer int8)."""
 
     name: ClassVar[str] = ""
     suffix: ClassVar[str] = ""
@@ -52,10 +53,24 @@ class Target(ABC):
     def runtime_versions(cls) -> dict[str, str]:
         return _versions(*cls.packages)
 
-    @abstractmethod
     def write(self, module: nn.Module, input_shape: tuple[int, ...], path: Path,
               precision: str = "fp32", calibration: np.ndarray | None = None) -> Path:
-        """Write the artifact of `module` (eval mode) for a fixed input shape to `path`."""
+        """Write the artifact of `module` (eval mode) for a fixed input shape to `path`: the
+        fp32 file, or the fp32 file (in a temporary folder) quantised by `quantize`."""
+        path = Path(path)
+        if precision == "fp32":
+            return self.write_fp32(module, input_shape, path)
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = self.write_fp32(module, input_shape, Path(tmp) / f"fp32.{self.suffix}")
+            return self.quantize(fp32, path, calibration)
+
+    @abstractmethod
+    def write_fp32(self, module: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
+        """Write the float32 artifact."""
+
+    def quantize(self, fp32_path: Path, path: Path, calibration: np.ndarray | None) -> Path:
+        """int8 from the float32 artifact (targets that list int8 in `precisions`)."""
+        raise HwnasError(f"target {self.name} does not support int8")
 
     @abstractmethod
     def run(self, path: Path, inputs: np.ndarray) -> np.ndarray:
@@ -81,16 +96,16 @@ class OnnxTarget(Target):
     precisions = ("fp32", "int8")
     packages = ("onnx", "onnxruntime")
 
-    def write(self, module, input_shape, path, precision="fp32", calibration=None):
-        from hwnas.export.onnx import INPUT_NAME, export_onnx
+    def write_fp32(self, module, input_shape, path):
+        from hwnas.export.onnx import export_onnx
+
+        return export_onnx(module, input_shape, path)
+
+    def quantize(self, fp32_path, path, calibration):
+        from hwnas.export.onnx import INPUT_NAME
         from hwnas.export.quantize import quantize_onnx
 
-        path = Path(path)
-        if precision == "fp32":
-            return export_onnx(module, input_shape, path)
-        with tempfile.TemporaryDirectory() as tmp:
-            fp32 = export_onnx(module, input_shape, Path(tmp) / "fp32.onnx")
-            return quantize_onnx(fp32, path, calibration, INPUT_NAME)
+        return quantize_onnx(fp32_path, path, calibration, INPUT_NAME)
 
     def run(self, path, inputs):
         import onnxruntime as ort
@@ -118,18 +133,15 @@ class TfliteTarget(Target):
 
         return LiteRTBackend.available()
 
-    def write(self, module, input_shape, path, precision="fp32", calibration=None):
+    def write_fp32(self, module, input_shape, path):
         from hwnas.export.tflite import export_tflite
 
-        path = Path(path)
-        if precision == "fp32":
-            return export_tflite(module, input_shape, path)
+        return export_tflite(module, input_shape, path)
+
+    def quantize(self, fp32_path, path, calibration):
         from hwnas.export.quantize import quantize_tflite
 
-        with tempfile.TemporaryDirectory() as tmp:
-            fp32 = export_tflite(module, input_shape, Path(tmp) / "fp32.tflite")
-            quantize_tflite(fp32, path, calibration)
-        return path
+        return quantize_tflite(fp32_path, path, calibration)
 
     def run(self, path, inputs):
         from ai_edge_litert.interpreter import Interpreter
@@ -153,7 +165,7 @@ class TorchTarget(Target):
     name, suffix, device = "torch", "pt2", "torch-cpu"
     devices = ("torch-cpu", "torch-cuda")
 
-    def write(self, module, input_shape, path, precision="fp32", calibration=None):
+    def write_fp32(self, module, input_shape, path):
         from hwnas.export.torch_program import export_program
 
         return export_program(module, input_shape, path)
@@ -189,6 +201,9 @@ class TensorrtTarget(Target):
                                            "int8" if precision == "int8" else "fp32", calibration)
             return build_engine(onnx_path, path, fp16=precision == "fp16",
                                 int8=precision == "int8")
+
+    def write_fp32(self, module, input_shape, path):
+        return self.write(module, input_shape, path)
 
     def run(self, path, inputs):
         from hwnas.devices.tensorrt import run_engine

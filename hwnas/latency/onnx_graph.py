@@ -578,16 +578,21 @@ def predict_module(module: nn.Module, input_shape: tuple[int, ...], lut: dict[st
 
 
 def predict_onnx_profile(profile, path: str | Path) -> dict:
-    """`hwnas predict MODEL.onnx --profile P`: fit the op predictor on the profile's ops and
-    predict; a JSON-ready dict (latency_ms, ops, warnings). The onnxruntime-CPU corrections
+    """`hwnas predict MODEL.onnx --profile P`: the profile's op predictor (the one saved by
+    `hwnas validate` while it matches the op rows, else fitted now) and the prediction; a
+    JSON-ready dict (latency_ms, ops, warnings, op_predictor). The onnxruntime-CPU corrections
     (residual-add fusion, layout reorders, memory) apply to `ort-cpu` profiles only."""
-    from hwnas.latency.op_predictor import OpPredictor
+    from hwnas.latency.op_predictor import load_or_fit
 
-    predictor = OpPredictor().fit(profile.ops) if len(profile.ops) >= 2 else None
+    predictor, how = load_or_fit(profile)
     ort_cpu = profile.device.get("backend", "ort-cpu") == "ort-cpu"
     result = predict_onnx(path, profile.lut, predictor, fuse_residual_add=ort_cpu,
                           in_network=ort_cpu).to_dict()
     result["profile"] = profile.name
+    result["op_predictor"] = how
+    if predictor is not None and how != "saved":
+        result["warnings"].append(f"op predictor {how}; `hwnas validate --profile "
+                                  f"{profile.root}` saves it in the profile")
     if not ort_cpu:
         result["warnings"].append(f"the in-network corrections model onnxruntime's CPU provider; "
                                   f"for {profile.device.get('backend')} this is the plain op sum")
