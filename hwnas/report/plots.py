@@ -67,7 +67,8 @@ def search_trajectory(epochs: np.ndarray, valid_acc: np.ndarray, expected_ms: np
     right.set_ylabel("latency (ms)")
     handles = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
-    ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="lower right")
+    ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="upper center",
+              bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     ax.grid(alpha=0.3)
     return to_data_uri(fig)
 
