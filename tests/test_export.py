@@ -90,8 +90,10 @@ def test_verify_times_the_file_and_compares_with_the_profile(tmp_path):
     v = m["verified"]
     assert v["device"] == "ort-cpu" and v["threads"] == 1 and v["runs"] >= 10
     assert v["measured_ms"] > 0 and v["drift_scale"] > 0
-    assert v["ratio_to_predicted"] == pytest.approx(v["corrected_ms"] /
-                                                    m["predicted"]["latency_ms"])
+    # corrected to the profile's reference speed, unless the machine is too busy to trust it
+    used = v["measured_ms"] if v["drift_note"] else v["corrected_ms"]
+    assert (v["corrected_ms"] is None) == bool(v["drift_note"])
+    assert v["ratio_to_predicted"] == pytest.approx(used / m["predicted"]["latency_ms"])
 
 
 def test_int8_onnx_reports_accuracy_change(tmp_path):

@@ -18,7 +18,8 @@ Per target (`hwnas.export.targets`), into `<out>/<target>/`:
    measured by that backend, its drift reference net is timed in the same interleaved rounds
    and the measured latency is scaled to the profile's reference speed (`corrected_ms`, the
    same correction `Profile.load` applies to the profile's rows), then compared with the
-   prediction (`ratio_to_predicted`);
+   prediction (`ratio_to_predicted`). A reference more than 1.25x off its profiled time means a
+   busy machine rather than drift: then the raw time is compared and `drift_note` says so;
 6. `manifest.json`, validated against `hwnas.export.manifest.SCHEMA`.
 """
 
@@ -48,6 +49,7 @@ from hwnas.space import Arch, space_of
 TOLERANCE_ABS = 1e-4  # fp32: max absolute difference to the torch model
 TOLERANCE_REL_FP16 = 2e-2  # fp16: max |diff| / max |torch output|
 MIN_AGREEMENT_INT8 = 0.9  # int8: top-1 agreement with the fp32 torch model
+MAX_DRIFT = 1.25  # --verify: a reference slowed beyond this means a busy machine, not drift
 
 
 @dataclass
@@ -260,12 +262,19 @@ def verify(path: Path, device: str, input_shape: tuple[int, ...], prof, threads:
         res = measure_interleaved(runners, protocol, np.random.default_rng(0))
     m = res["artifact"]
     scale = base / res["__reference__"].median if "__reference__" in res else None
-    corrected = m.median * scale if scale else None
+    note = ""
+    if scale and not 1 / MAX_DRIFT <= scale <= MAX_DRIFT:
+        # A busy machine slows a long reference run more than a short one (time slicing): the
+        # ratio is no longer a machine-speed factor, so it is reported and not applied.
+        note = (f"the reference net ran at {1 / scale:.2f}x its profiled time: the machine is "
+                "busy, the drift correction is not applied; verify again on a quiet machine")
+    corrected = m.median * scale if scale and not note else None
     pred = predicted["latency_ms"] if predicted else None
     ratio = (corrected or m.median) / pred if pred else None
     return {"device": device, "threads": threads, "runtime": backend.runtime_version(),
             "measured_ms": m.median, "p10_ms": m.p10, "p90_ms": m.p90, "runs": m.n,
             "drift_scale": scale, "corrected_ms": corrected, "ratio_to_predicted": ratio,
+            "drift_note": note,
             "fingerprint_matches_profile": bool(same and _fingerprint_matches(backend, prof))}
 
 
@@ -364,6 +373,8 @@ def export(config: ExportConfig, log: Callable[[str], None] = lambda _m: None) -
             log(f"{target.name}: timing {path.name} on {device}")
             verified = verify(path, device, shape, None if why else prof, config.threads,
                               config.quick, predicted)
+            if verified["drift_note"]:
+                log(f"{target.name}: warning: {verified['drift_note']}")
         manifest = {
             "manifest_version": MANIFEST_VERSION, "hwnas": __version__, "created": _now(),
             "target": target.name, "precision": config.precision, "arch": arch.to_dict(),
