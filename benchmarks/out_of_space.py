@@ -267,17 +267,12 @@ def build(name: str, res: int) -> tuple[nn.Module, tuple[int, ...]]:
 
 def reference_arch(prof):
     """The reference net the profiler timed in every chunk (`device.json`), or None."""
-    from hwnas.space import Arch
-
-    arch = prof.device.get("reference", {}).get("arch")
-    return Arch.from_dict(arch) if arch else None
+    return prof.reference_arch()
 
 
 def reference_base(prof) -> float | None:
     """The reference time that `Profile.load` scaled the profile's rows to."""
-    times = [t["reference_ms"].to_numpy(float) for t in (prof.ops, prof.nets)
-             if len(t) and "reference_ms" in t.columns]
-    return float(np.median(np.concatenate(times))) if times else None
+    return prof.reference_median()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -133,17 +133,14 @@ def similar_random(model: LatencyModel, target_ms: float, n: int, band: float, s
 
 
 # --- the reference net of the profile -------------------------------------------------------------
-def reference_arch(prof) -> Arch | None:
+def reference_arch(prof):
     """The reference net the profiler timed in every chunk (`device.json`), or None."""
-    arch = prof.device.get("reference", {}).get("arch")
-    return Arch.from_dict(arch) if arch else None
+    return prof.reference_arch()
 
 
 def reference_base(prof) -> float | None:
     """The reference time that `Profile.load` scaled the profile's rows to."""
-    times = [t["reference_ms"].to_numpy(float) for t in (prof.ops, prof.nets)
-             if len(t) and "reference_ms" in t.columns]
-    return float(np.median(np.concatenate(times))) if times else None
+    return prof.reference_median()
 
 
 def measure_found(model: LatencyModel, archs: list[Arch], protocol: Protocol, seed: int

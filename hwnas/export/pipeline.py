@@ -227,12 +227,6 @@ def predict(prof, arch: Arch) -> dict | None:
             "predictor": getattr(model, "family_", "lut"), "note": note}
 
 
-def reference_median(prof) -> float | None:
-    cols = [t["reference_ms"].to_numpy(float) for t in (prof.ops, prof.nets)
-            if len(t) and "reference_ms" in t.columns]
-    return float(np.median(np.concatenate(cols))) if cols else None
-
-
 def verify(path: Path, device: str, input_shape: tuple[int, ...], prof, threads: int | None,
            quick: bool, predicted: dict | None) -> dict:
     """Time the artifact with the device backend (drift-corrected against the profile)."""
@@ -248,11 +242,10 @@ def verify(path: Path, device: str, input_shape: tuple[int, ...], prof, threads:
     except Exception as e:
         raise HwnasError(str(e)) from None
     runners = {"artifact": backend.load(path, input_shape)}
-    base = reference_median(prof) if same else None
-    ref_arch = prof.device.get("reference", {}).get("arch") if same else None
+    base = prof.reference_median() if same else None
+    ref = prof.reference_arch() if same else None
     with tempfile.TemporaryDirectory() as tmp:
-        if base and ref_arch:
-            ref = Arch.from_dict(ref_arch)
+        if base and ref is not None:
             torch.manual_seed(0)
             module = space_of(ref).build(ref).eval()
             ref_path = backend.convert(module, space_of(ref).input_shape(),

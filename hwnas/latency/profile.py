@@ -66,6 +66,17 @@ class Profile:
         """The measured whole networks, in row order."""
         return [Arch.from_json(a) for a in self.nets["arch"]] if len(self.nets) else []
 
+    def reference_arch(self) -> Arch | None:
+        """The drift reference net the profiler timed inside every chunk, or None."""
+        arch = self.device.get("reference", {}).get("arch")
+        return Arch.from_dict(arch) if arch else None
+
+    def reference_median(self) -> float | None:
+        """The reference time every row was scaled to by `correct_drift` (None: no reference)."""
+        times = [t["reference_ms"].to_numpy(float) for t in (self.ops, self.nets)
+                 if len(t) and "reference_ms" in t.columns]
+        return float(np.median(np.concatenate(times))) if times else None
+
     def net_latency(self) -> np.ndarray:
         return self.nets["median_ms"].to_numpy(dtype=float) if len(self.nets) else np.zeros(0)
 
