@@ -265,15 +265,6 @@ def build(name: str, res: int) -> tuple[nn.Module, tuple[int, ...]]:
 
 # --- the benchmark ----------------------------------------------------------------------------
 
-def reference_arch(prof):
-    """The reference net the profiler timed in every chunk (`device.json`), or None."""
-    return prof.reference_arch()
-
-
-def reference_base(prof) -> float | None:
-    """The reference time that `Profile.load` scaled the profile's rows to."""
-    return prof.reference_median()
-
 
 def main(argv: list[str] | None = None) -> int:
     from hwnas.devices.measurement import Protocol
@@ -311,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = get_backend("ort-cpu", threads=threads)
     items = [Item(f"{n}@{r}", functools.partial(build, n, r), (1, 3, r, r)) for n, r in cases]
     chunk = 7
-    ref, base = reference_arch(prof), reference_base(prof)
+    ref, base = prof.reference_arch(), prof.reference_median()
     chunk_of = {it.key: k // chunk for k, it in enumerate(items)}
     if ref is not None and base is not None:  # the reference net in every chunk of nets
         from hwnas.devices.profiler import build_net

@@ -132,17 +132,6 @@ def similar_random(model: LatencyModel, target_ms: float, n: int, band: float, s
     return found, info
 
 
-# --- the reference net of the profile -------------------------------------------------------------
-def reference_arch(prof):
-    """The reference net the profiler timed in every chunk (`device.json`), or None."""
-    return prof.reference_arch()
-
-
-def reference_base(prof) -> float | None:
-    """The reference time that `Profile.load` scaled the profile's rows to."""
-    return prof.reference_median()
-
-
 def measure_found(model: LatencyModel, archs: list[Arch], protocol: Protocol, seed: int
                   ) -> tuple[dict[str, dict], dict]:
     """Measure the archs (profile resolution, the profile's ort-cpu options) in one interleaved
@@ -159,7 +148,7 @@ def measure_found(model: LatencyModel, archs: list[Arch], protocol: Protocol, se
         if it.key not in keys:  # two budgets may find the same network
             keys.add(it.key)
             items.append(it)
-    ref, base = reference_arch(prof), reference_base(prof)
+    ref, base = prof.reference_arch(), prof.reference_median()
     ref_item = None
     if ref is not None and base is not None:
         ref_item = Item("__drift_reference__", functools.partial(build_net, ref.to_json(indent=None)),

@@ -201,7 +201,7 @@ def validate(
 
     Writes validation.json into the profile and prints the table."""
     from hwnas.devices.store import write_json
-    from hwnas.latency.validate import fit_and_save
+    from hwnas.latency.validate import fit_and_save, report_rows
     from hwnas.latency.validate import validate as run_validation
 
     prof = _load_profile(profile)
@@ -209,16 +209,11 @@ def validate(
     write_json(prof.root / "validation.json", report)
     table = Table(title=f"{prof.name}: {report['n_test']} held-out nets "
                         f"(trained on {report['n_train']})")
-    for col in ("predictor", "within 5%", "within 10%", "RMSPE", "MAPE", "bias", "Kendall tau",
-                "coverage"):
+    rows = report_rows(report)
+    for col in rows[0]:
         table.add_column(col, justify="right" if col != "predictor" else "left")
-    for name, r in report["results"].items():
-        label = f"learned ({r['family']})" if "family" in r else name
-        cov = f"{r['coverage']:.0%} (nominal {r['nominal_coverage']:.0%})" if "coverage" in r \
-            else "-"
-        table.add_row(label, f"{r['within_5']:.1%}", f"{r['within_10']:.1%}",
-                      f"{r['rmspe']:.2%}", f"{r['mape']:.2%}", f"{r['bias']:+.2%}",
-                      f"{r['kendall_tau']:.3f}", cov)
+    for row in rows:
+        table.add_row(*row.values())
     console.print(table)
     if save:
         model = fit_and_save(prof, alpha=alpha, seed=seed)
@@ -245,16 +240,12 @@ def predict(
         _predict_onnx(prof, target, as_json)
         return
     from hwnas.latency.lut import LookupTablePredictor
-    from hwnas.latency.validate import best_predictor
+    from hwnas.latency.validate import best_predictor, predict_one
 
     lut = LookupTablePredictor.from_profile(prof)
     arch = lut.extremes()[0 if smallest else 1] if target is None else Arch.load(target)
     model = best_predictor(prof)
-    latency = float(model.predict([arch])[0])
-    interval = None
-    if hasattr(model, "predict_interval"):
-        lo, hi = model.predict_interval([arch])
-        interval = [float(lo[0]), float(hi[0])]
+    latency, interval = predict_one(model, arch)
     ops = [{"key": op.key, "kind": op.kind, "ms": ms, "source": "table"}
            for op, ms in lut.breakdown(arch)]
     result = {"latency_ms": latency, "interval_ms": interval, "predictor":
@@ -414,12 +405,14 @@ def export_cmd(
 
 
 def _print_exports(manifests: list[dict], out: Path) -> None:
+    from hwnas.export.pipeline import compared_ms
+
     table = Table(title=f"exports in {out}/<target>/")
     for col in ("target", "MB", "parity", "pred. ms", "meas. ms", "meas/pred"):
         table.add_column(col, justify="left" if col == "target" else "right")
     for m in manifests:
         pred, ver = m.get("predicted"), m.get("verified")
-        measured = (ver.get("corrected_ms") or ver["measured_ms"]) if ver else None
+        measured = compared_ms(ver) if ver else None
         par = m["parity"]
         mark = "[green]ok[/]" if par["passed"] else "[red]FAIL[/]"
         shown = f"{par['max_abs']:.0e}" if m["precision"] != "int8" \

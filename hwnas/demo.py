@@ -87,7 +87,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     """Run every step; returns {step: (result, where)} and prints a summary table."""
     from hwnas.devices.litert import LiteRTBackend
     from hwnas.devices.store import write_json
-    from hwnas.export.pipeline import ExportConfig, export
+    from hwnas.export.pipeline import ExportConfig, compared_ms, export
     from hwnas.latency.lut import LookupTablePredictor
     from hwnas.latency.profile import Profile
     from hwnas.latency.validate import best_predictor, fit_and_save, validate
@@ -162,7 +162,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
                        log=say)
     for m in manifests:
         v, p = m["verified"], m["predicted"]
-        measured = v.get("corrected_ms") or v["measured_ms"]
+        measured = compared_ms(v)
         line = (f"{m['target']}: parity {m['parity']['max_abs']:.1e} "
                 f"({'ok' if m['parity']['passed'] else 'FAIL'}), measured {measured:.3f} ms")
         if p:

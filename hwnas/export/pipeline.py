@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
-import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -200,16 +199,12 @@ def predict(prof, arch: Arch) -> dict | None:
     """Best-predictor latency of `arch` on a profile; ops missing from its table (another head)
     are priced by the op predictor (`hwnas.latency.op_predictor`)."""
     from hwnas.latency.op_predictor import load_or_fit
-    from hwnas.latency.validate import best_predictor
+    from hwnas.latency.validate import best_predictor, predict_one
 
     space = prof.space
     as_profiled = space.arch(arch.choices)
     model = best_predictor(prof)
-    ms = float(model.predict([as_profiled])[0])
-    interval = None
-    if hasattr(model, "predict_interval"):
-        lo, hi = model.predict_interval([as_profiled])
-        interval = [float(lo[0]), float(hi[0])]
+    ms, interval = predict_one(model, as_profiled)
     note = ""
     if arch.num_classes != space.num_classes:
         mine = {op.key: op for op in space_of(arch).ops(arch)}
@@ -263,12 +258,17 @@ def verify(path: Path, device: str, input_shape: tuple[int, ...], prof, threads:
                 "busy, the drift correction is not applied; verify again on a quiet machine")
     corrected = m.median * scale if scale and not note else None
     pred = predicted["latency_ms"] if predicted else None
-    ratio = (corrected or m.median) / pred if pred else None
+    ratio = (corrected or m.median) / pred if pred else None  # = compared_ms / predicted
     return {"device": device, "threads": threads, "runtime": backend.runtime_version(),
             "measured_ms": m.median, "p10_ms": m.p10, "p90_ms": m.p90, "runs": m.n,
             "drift_scale": scale, "corrected_ms": corrected, "ratio_to_predicted": ratio,
             "drift_note": note,
             "fingerprint_matches_profile": bool(same and _fingerprint_matches(backend, prof))}
+
+
+def compared_ms(verified: dict) -> float:
+    """The verified latency that is compared with the prediction (drift-corrected when it was)."""
+    return verified.get("corrected_ms") or verified["measured_ms"]
 
 
 def _fingerprint_matches(backend, prof) -> bool:
@@ -310,7 +310,7 @@ def export(config: ExportConfig, log: Callable[[str], None] = lambda _m: None) -
     if config.calib:
         from hwnas.export.quantize import calibration_images
 
-        calib, _cy, test_x, test_y, n_classes = calibration_images(config.calib, arch.resolution)
+        calib, test_x, test_y, n_classes = calibration_images(config.calib, arch.resolution)
         classes_match = n_classes == arch.num_classes
         inputs = test_x[: config.parity_inputs]
     else:
@@ -388,8 +388,6 @@ def export(config: ExportConfig, log: Callable[[str], None] = lambda _m: None) -
 
 
 def _json(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     return str(value)

@@ -24,8 +24,8 @@ from hwnas.export.tflite import quiet_fds
 
 
 def calibration_images(spec: str, resolution: int, count: int = 64, seed: int = 0
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """(calib_x, calib_y, test_x, test_y, num_classes) from a data spec at `resolution`.
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(calib_x, test_x, test_y, num_classes) from a data spec at `resolution`.
 
     Calibration images come from the training split, the held-out ones from the test split, so
     the accuracy change of int8 is measured on images the calibration never saw.
@@ -40,9 +40,9 @@ def calibration_images(spec: str, resolution: int, count: int = 64, seed: int = 
         x = data.normalize(split.x[idx])
         return x.numpy().astype(np.float32), split.y[idx].numpy()
 
-    cx, cy = take(data.train, count)
+    cx, _ = take(data.train, count)
     tx, ty = take(data.test, 256)
-    return cx, cy, tx, ty, data.num_classes
+    return cx, tx, ty, data.num_classes
 
 
 def quantize_onnx(fp32_path: Path, out_path: Path, calibration: np.ndarray | None,

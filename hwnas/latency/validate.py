@@ -10,6 +10,7 @@ from hwnas.latency.lut import LookupTablePredictor
 from hwnas.latency.metrics import accuracy
 from hwnas.latency.op_predictor import OpPredictor
 from hwnas.latency.profile import Profile
+from hwnas.space import Arch
 
 
 def split(n: int, test_frac: float = 0.4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -53,6 +54,19 @@ def validate(profile: Profile, test_frac: float = 0.4, seed: int = 0, alpha: flo
             "seed": seed, "cv_mape": learned.cv_mape_, "results": results, "heldout": heldout}
 
 
+def report_rows(report: dict) -> list[dict[str, str]]:
+    """The rows of a `validate` report as printed (`hwnas validate`) and shown (`hwnas report`)."""
+    rows = []
+    for name, r in report["results"].items():
+        rows.append({"predictor": f"learned ({r['family']})" if "family" in r else name,
+                     "within 5%": f"{r['within_5']:.1%}", "within 10%": f"{r['within_10']:.1%}",
+                     "RMSPE": f"{r['rmspe']:.2%}", "MAPE": f"{r['mape']:.2%}",
+                     "bias": f"{r['bias']:+.2%}", "Kendall tau": f"{r['kendall_tau']:.3f}",
+                     "coverage": f"{r['coverage']:.0%} (nominal {r['nominal_coverage']:.0%})"
+                     if "coverage" in r else "-"})
+    return rows
+
+
 def fit_and_save(profile: Profile, alpha: float = 0.1, seed: int = 0) -> NetworkPredictor:
     """Fit the learned predictor on all of the profile's nets and the op predictor (any-model
     prediction, `hwnas predict MODEL.onnx`) on all its ops; save both inside the profile."""
@@ -63,6 +77,15 @@ def fit_and_save(profile: Profile, alpha: float = 0.1, seed: int = 0) -> Network
     if len(profile.ops) >= 2:
         OpPredictor().fit(profile.ops).save(profile.root)
     return model
+
+
+def predict_one(model, arch: Arch) -> tuple[float, list[float] | None]:
+    """One arch's predicted latency and, where the predictor gives one, its interval."""
+    ms = float(model.predict([arch])[0])
+    if not hasattr(model, "predict_interval"):
+        return ms, None
+    lo, hi = model.predict_interval([arch])
+    return ms, [float(lo[0]), float(hi[0])]
 
 
 def best_predictor(profile: Profile):

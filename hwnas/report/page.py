@@ -83,23 +83,16 @@ def _device_section(prof) -> str:
 
 
 def _validation_section(prof) -> str:
+    from hwnas.latency.validate import report_rows, validate
+
     path = prof.root / "validation.json"
     report = _read_json(path) if path.exists() else {}
     if "heldout" not in report:
         if len(prof.nets) < 20:
             return "<h2>Predictor validation</h2><p class='muted'>The profile has fewer than 20 " \
                    "measured networks: nothing to validate.</p>"
-        from hwnas.latency.validate import validate
-
         report = validate(prof)
-    rows = []
-    for name, r in report["results"].items():
-        rows.append({"predictor": f"learned ({r['family']})" if "family" in r else name,
-                     "within 5%": f"{r['within_5']:.1%}", "within 10%": f"{r['within_10']:.1%}",
-                     "RMSPE": f"{r['rmspe']:.2%}", "bias": f"{r['bias']:+.2%}",
-                     "Kendall tau": f"{r['kendall_tau']:.3f}",
-                     "coverage": f"{r['coverage']:.0%} (nominal {r['nominal_coverage']:.0%})"
-                     if "coverage" in r else "-"})
+    rows = [{k: v for k, v in row.items() if k != "MAPE"} for row in report_rows(report)]
     h = report["heldout"]
     measured = np.asarray(h["measured_ms"])
     fig = plots.predicted_vs_measured(
@@ -166,6 +159,7 @@ def _run_section(prof, run: Path) -> str:
 
 def _export_section(folder: Path) -> str:
     from hwnas.export.manifest import load_manifest
+    from hwnas.export.pipeline import compared_ms
 
     rows = []
     for path in sorted(folder.glob("*/manifest.json")):
@@ -177,8 +171,7 @@ def _export_section(folder: Path) -> str:
                      "parity": f"{m['parity']['max_abs']:.1e} ({m['parity']['criterion']}: "
                                f"{'pass' if m['parity']['passed'] else 'FAIL'})",
                      "predicted ms": pred["latency_ms"] if pred else None,
-                     "measured ms": (ver.get("corrected_ms") or ver["measured_ms"]) if ver
-                     else None,
+                     "measured ms": compared_ms(ver) if ver else None,
                      "device": ver["device"] if ver else None,
                      "measured/predicted": ver.get("ratio_to_predicted") if ver else None})
     if not rows:

@@ -208,6 +208,32 @@ def check_budget(model: LatencyModel, budget_ms: float) -> None:
             f"at least {model.fastest_ms:.4g} ms")
 
 
+def _greedy_switches(indices: np.ndarray, log_probs: np.ndarray, unfinished, moves,
+                     field: str) -> tuple[np.ndarray, list[dict]]:
+    """The greedy loop shared by `fit_to_budget` and `fill_to_budget`.
+
+    While `unfinished(idx)`, take the move (i, j, gain_ms, tiebreak) from `moves(idx)` with the
+    largest gain / (log p_current - log p_new) (a choice at least as probable as the current one
+    costs nothing and is taken first; ties go to the larger `tiebreak`) and switch layer i to j.
+    Stops when no move is left. Returns the indices and the switches made (gain in `field`).
+    """
+    idx = np.asarray(indices, dtype=np.int64).copy()
+    steps = []
+    while unfinished(idx):
+        best, best_key = None, None
+        for i, j, gain, tiebreak in moves(idx):
+            cost = max(float(log_probs[i, idx[i]] - log_probs[i, j]), 0.0)
+            key = (gain / cost if cost > 1e-12 else math.inf, tiebreak)
+            if best_key is None or key > best_key:
+                best, best_key = (i, j, gain), key
+        if best is None:
+            break
+        i, j, gain = best
+        steps.append({"layer": int(i), "from": int(idx[i]), "to": int(j), field: float(gain)})
+        idx[i] = j
+    return idx, steps
+
+
 def fit_to_budget(indices: np.ndarray, log_probs: np.ndarray, table: np.ndarray,
                   predict_ms: Callable[[np.ndarray], np.ndarray], budget_ms: float
                   ) -> tuple[np.ndarray, list[dict]]:
@@ -218,28 +244,18 @@ def fit_to_budget(indices: np.ndarray, log_probs: np.ndarray, table: np.ndarray,
     nothing and is taken first), until `predict_ms` is within the budget or no faster choice is
     left. Returns the indices and the list of switches made.
     """
-    idx = np.asarray(indices, dtype=np.int64).copy()
     t = np.where(np.isnan(table), np.inf, table)
-    steps = []
-    while float(predict_ms(idx[None, :])[0]) > budget_ms:
-        best, best_key = None, None
+
+    def faster(idx: np.ndarray):
         for i in range(len(idx)):
-            cur = idx[i]
             for j in range(t.shape[1]):
-                if not np.isfinite(t[i, j]) or t[i, j] >= t[i, cur]:
-                    continue
-                saving = t[i, cur] - t[i, j]
-                cost = max(float(log_probs[i, cur] - log_probs[i, j]), 0.0)
-                key = (saving / cost if cost > 1e-12 else math.inf, saving)
-                if best_key is None or key > best_key:
-                    best, best_key = (i, j), key
-        if best is None:
-            break
-        i, j = best
-        steps.append({"layer": int(i), "from": int(idx[i]), "to": int(j),
-                      "saving_ms": float(t[i, idx[i]] - t[i, j])})
-        idx[i] = j
-    return idx, steps
+                if np.isfinite(t[i, j]) and t[i, j] < t[i, idx[i]]:
+                    saving = t[i, idx[i]] - t[i, j]
+                    yield i, j, saving, saving
+
+    return _greedy_switches(indices, log_probs,
+                            lambda idx: float(predict_ms(idx[None, :])[0]) > budget_ms, faster,
+                            "saving_ms")
 
 
 def fill_to_budget(indices: np.ndarray, log_probs: np.ndarray, table: np.ndarray,
@@ -254,34 +270,23 @@ def fill_to_budget(indices: np.ndarray, log_probs: np.ndarray, table: np.ndarray
     at least as probable as the current one costs nothing and is taken first). Returns the indices
     and the switches made.
     """
-    idx = np.asarray(indices, dtype=np.int64).copy()
     t = np.where(np.isnan(table), -np.inf, table)
-    steps = []
-    while float(predict_ms(idx[None, :])[0]) < floor * budget_ms:
+
+    def slower_within_budget(idx: np.ndarray) -> list[tuple]:
         cands = [(i, j) for i in range(len(idx)) for j in range(t.shape[1])
                  if np.isfinite(t[i, j]) and t[i, j] > t[i, idx[i]]]
         if not cands:
-            break
+            return []
         trial = np.repeat(idx[None, :], len(cands), axis=0)
         for row, (i, j) in enumerate(cands):
             trial[row, i] = j
-        ms = predict_ms(trial)
-        best, best_key = None, None
-        for row, (i, j) in enumerate(cands):
-            if ms[row] > budget_ms:
-                continue
-            added = t[i, j] - t[i, idx[i]]
-            cost = max(float(log_probs[i, idx[i]] - log_probs[i, j]), 0.0)
-            key = (added / cost if cost > 1e-12 else math.inf, -added)
-            if best_key is None or key > best_key:
-                best, best_key = (i, j), key
-        if best is None:
-            break
-        i, j = best
-        steps.append({"layer": int(i), "from": int(idx[i]), "to": int(j),
-                      "added_ms": float(t[i, j] - t[i, idx[i]])})
-        idx[i] = j
-    return idx, steps
+        ms = predict_ms(trial)  # every candidate in one call
+        return [(i, j, t[i, j] - t[i, idx[i]], -(t[i, j] - t[i, idx[i]]))
+                for row, (i, j) in enumerate(cands) if ms[row] <= budget_ms]
+
+    return _greedy_switches(indices, log_probs,
+                            lambda idx: float(predict_ms(idx[None, :])[0]) < floor * budget_ms,
+                            slower_within_budget, "added_ms")
 
 
 def training_space(profile_space: SearchSpace, resolution: int | None, width: float | None,
