@@ -268,12 +268,13 @@ def build(name: str, res: int) -> tuple[nn.Module, tuple[int, ...]]:
 
 def main(argv: list[str] | None = None) -> int:
     from hwnas.devices.measurement import Protocol
-    from hwnas.devices.profiler import Item, measure_items
     from hwnas.devices.registry import get_backend
     from hwnas.latency.metrics import accuracy
     from hwnas.latency.onnx_graph import predict_module
     from hwnas.latency.op_predictor import OpPredictor
-    from hwnas.latency.profile import Profile
+    from hwnas.profile.drift import Drift, reference_item
+    from hwnas.profile.profiler import Item, measure_items
+    from hwnas.profile.reader import Profile
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", type=Path, required=True, help="profile folder (with generic ops)")
@@ -283,13 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     prof = Profile.load(args.profile)
-    if prof.device.get("backend", "ort-cpu") != "ort-cpu":
-        print(f"note: the profile is for {prof.device.get('backend')}; measuring with ort-cpu")
+    if (prof.record.backend or "ort-cpu") != "ort-cpu":
+        print(f"note: the profile is for {prof.record.backend}; measuring with ort-cpu")
     generic = int((prof.ops["source"] == "generic").sum()) if "source" in prof.ops else 0
     if generic == 0:
         print("warning: the profile has no generic ops (hwnas profile --generic N); "
               "predictions for ops outside its space are extrapolations")
-    threads = int(prof.device.get("backend_options", {}).get("threads", 1))
+    threads = int(prof.record.backend_options.get("threads", 1))
     t0 = time.monotonic()
     predictor = OpPredictor().fit(prof.ops)
     fit_s = time.monotonic() - t0
@@ -302,21 +303,16 @@ def main(argv: list[str] | None = None) -> int:
     backend = get_backend("ort-cpu", threads=threads)
     items = [Item(f"{n}@{r}", functools.partial(build, n, r), (1, 3, r, r)) for n, r in cases]
     chunk = 7
-    ref, base = prof.reference_arch(), prof.reference_median()
-    chunk_of = {it.key: k // chunk for k, it in enumerate(items)}
-    if ref is not None and base is not None:  # the reference net in every chunk of nets
-        from hwnas.devices.profiler import build_net
-
-        items = [it for k in range(0, len(items), chunk) for it in
-                 [*items[k:k + chunk], Item(f"reference#{k // chunk}", functools.partial(
-                     build_net, ref.to_json(indent=None)), (1, 3, ref.resolution, ref.resolution))]]
+    ref, base = prof.reference_arch(), prof.reference_ms()
     protocol = Protocol.quick() if args.quick else Protocol()
-    measured = measure_items(backend, items, protocol, chunk=chunk + 1)
+    # the profile's drift reference net is timed inside every chunk of nets
+    measured = measure_items(backend, items, protocol, chunk=chunk,
+                             reference=reference_item(ref) if ref is not None and base else None)
 
     def drift(key: str) -> float:
         """This net's chunk reference / the profile's reference (1 when there is none)."""
-        m = measured.get(f"reference#{chunk_of[key]}")
-        return m.median / base if m is not None and base else 1.0
+        scale = Drift(measured[key].extra["reference_ms"], base).scale
+        return 1 / scale if scale else 1.0
 
     rows = []
     for name, res in cases:

@@ -17,8 +17,8 @@ import json
 import numpy as np
 from _common import PROFILES, ROOT, print_table
 
-from hwnas.latency.profile import Profile
 from hwnas.latency.validate import validate
+from hwnas.profile.reader import Profile
 
 REPEAT = ROOT / "benchmarks" / "out" / "repeatability.json"
 

@@ -39,8 +39,8 @@ def profile_rows() -> list[dict]:
 
 def litert_conversion(n: int) -> list[dict]:
     """Seconds per 224x224 network: one fresh process per net vs the worker pool (cold cache)."""
-    from hwnas.devices.profiler import build_net
-    from hwnas.export.tflite import convert_many
+    from hwnas.convert.tflite import convert_many
+    from hwnas.profile.profiler import build_net
     from hwnas.space import get_space
 
     space = get_space("proxyless", 224)
@@ -50,8 +50,8 @@ def litert_conversion(n: int) -> list[dict]:
         convert_many([(f"bench-{i}", functools.partial(build_net, a)) for i, a in enumerate(archs)],
                      cache_dir=__import__("pathlib").Path(tmp))
         pool_s = time.perf_counter() - t0
-    script = ("import sys,functools; from hwnas.devices.profiler import build_net; "
-              "from hwnas.export.tflite import export_tflite; m,s=build_net(sys.argv[1]); "
+    script = ("import sys,functools; from hwnas.profile.profiler import build_net; "
+              "from hwnas.convert.tflite import export_tflite; m,s=build_net(sys.argv[1]); "
               "export_tflite(m,s,sys.argv[2])")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

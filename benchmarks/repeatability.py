@@ -19,9 +19,10 @@ from _common import PROFILES, ROOT, print_table
 from scipy.stats import kendalltau
 
 from hwnas.devices.measurement import Protocol
-from hwnas.devices.profiler import measure_items, net_items
 from hwnas.devices.registry import get_backend
-from hwnas.devices.sampling import plan_nets
+from hwnas.profile.drift import reference_item
+from hwnas.profile.profiler import measure_items, net_items
+from hwnas.profile.sampling import plan_nets
 from hwnas.space import Arch, get_space
 
 OUT = ROOT / "benchmarks" / "out" / "repeatability.json"
@@ -45,9 +46,8 @@ def run(config: str, n: int) -> dict:
         return {"config": config, "nets": 0, "within 2%": reason}
     space = get_space("proxyless", int(resolution))
     items = net_items(space, pick_archs(device, int(threads), int(resolution), n))
-    # a fixed mid-latency net of the same space, timed inside every chunk: the drift reference
-    ref = net_items(space, [pick_archs(device, int(threads), int(resolution), 3)[1]])[0]
-    ref.key = "reference-" + ref.key
+    # the space's drift reference (a fixed mid-cost net), timed inside every chunk
+    ref = reference_item(space)
     t0 = time.perf_counter()
     a = measure_items(backend, items, Protocol(), seed=1, reference=ref)
     b = measure_items(backend, items, Protocol(), seed=2, reference=ref)

@@ -38,7 +38,6 @@ runs go to runs/search_budget/. Run under the shared CPU lock (it times the devi
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import sys
@@ -51,8 +50,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PROFILES, ROOT, print_table  # noqa: E402
 
 from hwnas.devices.measurement import Protocol  # noqa: E402
-from hwnas.devices.profiler import Item, build_net, measure_items, net_items  # noqa: E402
 from hwnas.devices.registry import get_backend  # noqa: E402
+from hwnas.profile.drift import reference_item  # noqa: E402
+from hwnas.profile.profiler import measure_items, net_items  # noqa: E402
+from hwnas.profile.record import read_record  # noqa: E402
 from hwnas.search.run import LatencyModel, SearchConfig, latency_model, run_search, train_arch  # noqa: E402
 from hwnas.space import Arch  # noqa: E402
 
@@ -137,7 +138,7 @@ def measure_found(model: LatencyModel, archs: list[Arch], protocol: Protocol, se
     """Measure the archs (profile resolution, the profile's ort-cpu options) in one interleaved
     run with the drift reference; per net_id: raw median, reference time, drift factor."""
     prof = model.profile
-    options = dict(prof.device.get("backend_options", {}) or {"threads": 1})
+    options = dict(prof.record.backend_options or {"threads": 1})
     backend = get_backend("ort-cpu", **options)
     ok, reason = backend.available()
     if not ok:
@@ -148,11 +149,8 @@ def measure_found(model: LatencyModel, archs: list[Arch], protocol: Protocol, se
         if it.key not in keys:  # two budgets may find the same network
             keys.add(it.key)
             items.append(it)
-    ref, base = prof.reference_arch(), prof.reference_median()
-    ref_item = None
-    if ref is not None and base is not None:
-        ref_item = Item("__drift_reference__", functools.partial(build_net, ref.to_json(indent=None)),
-                        (1, 3, ref.resolution, ref.resolution))
+    ref, base = prof.reference_arch(), prof.reference_ms()
+    ref_item = reference_item(ref) if ref is not None and base is not None else None
     res = measure_items(backend, items, protocol, chunk=len(items) + 1, seed=seed,
                         reference=ref_item)
     out = {}
@@ -262,9 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     model = latency_model(args.profile)
     prof = model.profile
-    if prof.device.get("backend") != "ort-cpu":
-        raise SystemExit(f"{prof.root} is a {prof.device.get('backend')} profile, not ort-cpu")
-    protocol = protocol or Protocol(**prof.device["protocol"])
+    if prof.record.backend != "ort-cpu":
+        raise SystemExit(f"{prof.root} is a {prof.record.backend} profile, not ort-cpu")
+    protocol = protocol or Protocol(**prof.record.protocol)
     runs = RUNS / name
     print(f"{prof.name}: fastest {model.fastest_ms:.3f} ms, slowest {model.slowest_ms:.3f} ms "
           f"({model.predictor_name})", flush=True)
@@ -276,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     measured, meas_info = measure_found(model, [Arch.from_dict(r["arch"]) for r in results],
                                         protocol, args.seed)
     meas_info["wall_s"] = time.monotonic() - t0
-    from hwnas.devices.sampling import net_id
+    from hwnas.profile.sampling import net_id
 
     rows = []
     for r in results:
@@ -308,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             "search s": r["search"]["wall_s"],
         })
     wall = time.monotonic() - t_start
-    updated = json.loads((prof.root / "device.json").read_text()).get("updated")
-    if updated != prof.device.get("updated"):
-        print(f"warning: {prof.root} was rewritten during this run ({prof.device.get('updated')} "
+    updated = read_record(prof.root).updated
+    if updated != prof.record.updated:
+        print(f"warning: {prof.root} was rewritten during this run ({prof.record.updated} "
               f"-> {updated}); the budgets and the drift base are from the version loaded first")
     drift = ", ".join(sorted({f"{m['drift']:.3f}" for m in measured.values()}))
     title = (f"Search under a latency budget on {prof.name} (ProxylessNAS full_v2, mul#log; "
@@ -322,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     (OUT_DIR / f"{name}.json").write_text(json.dumps(
-        {"profile": prof.name, "profile_updated": prof.device.get("updated"),
+        {"profile": prof.name, "profile_updated": prof.record.updated,
          "profile_updated_at_end": updated,
          "fastest_ms": model.fastest_ms, "slowest_ms": model.slowest_ms,
          "predictor": model.predictor_name, "settings": settings, "measurement": meas_info,

@@ -149,7 +149,7 @@ def profile(
     )
 
     from hwnas.devices.measurement import Protocol
-    from hwnas.devices.profiler import ProfileConfig, Profiler
+    from hwnas.profile.profiler import ProfileConfig, Profiler
 
     config = ProfileConfig(device=device, space=space, resolution=resolution, width=width,
                            threads=threads, nets=nets, out=out, max_minutes=max_minutes,
@@ -175,15 +175,15 @@ def profile(
             console.print(f"[yellow]interrupted[/]: measured rows are kept; continue with "
                           f"`hwnas profile ... --out {profiler.root} --resume`")
             raise typer.Exit(130) from None
-    import json as _json
+    from hwnas.profile.record import read_record
 
-    info = _json.loads((root / "device.json").read_text())
-    console.print(f"{info['status']}: {root}  (wall {info['wall_s']:.0f} s, "
-                  f"timed {info['timed_s']:.0f} s)")
+    record = read_record(root)
+    console.print(f"{record.status}: {root}  (wall {record.wall_s:.0f} s, "
+                  f"timed {record.timed_s:.0f} s)")
 
 
 def _load_profile(path: Path):
-    from hwnas.latency.profile import Profile
+    from hwnas.profile.reader import Profile
 
     return Profile.load(path)
 
@@ -200,7 +200,7 @@ def validate(
     """Held-out accuracy of FLOPs-linear, lookup-table sum and the learned predictor.
 
     Writes validation.json into the profile and prints the table."""
-    from hwnas.devices.store import write_json
+    from hwnas._io import write_json
     from hwnas.latency.validate import fit_and_save, report_rows
     from hwnas.latency.validate import validate as run_validation
 
@@ -239,23 +239,29 @@ def predict(
     if target is not None and target.suffix == ".onnx":
         _predict_onnx(prof, target, as_json)
         return
-    from hwnas.latency.lut import LookupTablePredictor
-    from hwnas.latency.validate import best_predictor, predict_one
+    from hwnas.latency import LookupTablePredictor
+    from hwnas.latency import predict as predict_arch
 
-    lut = LookupTablePredictor.from_profile(prof)
-    arch = lut.extremes()[0 if smallest else 1] if target is None else Arch.load(target)
-    model = best_predictor(prof)
-    latency, interval = predict_one(model, arch)
-    ops = [{"key": op.key, "kind": op.kind, "ms": ms, "source": "table"}
-           for op, ms in lut.breakdown(arch)]
-    result = {"latency_ms": latency, "interval_ms": interval, "predictor":
-              getattr(model, "family_", "lut"), "profile": prof.name, "ops": ops}
+    if target is None:
+        arch = LookupTablePredictor.from_profile(prof).extremes()[0 if smallest else 1]
+    else:
+        arch = Arch.load(target)
+    p = predict_arch(prof, arch)
+    latency, interval = p.ms, list(p.interval) if p.interval else None
+    ops = p.breakdown or []
+    result = {"latency_ms": latency, "interval_ms": interval, "predictor": p.predictor,
+              "profile": prof.name, "ops": ops}
+    if p.note:
+        result["note"] = p.note
     if target is None:
         result["arch"] = arch.to_dict()
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    _print_ops(ops, f"{prof.name}: per-op lookup table")
+    if ops:
+        _print_ops(ops, f"{prof.name}: per-op lookup table")
+    if p.note:
+        console.print(p.note)
     iv = f" (90% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
     console.print(f"predicted latency: [bold]{latency:.3f} ms[/]{iv} "
                   f"[{result['predictor']}]")
@@ -500,14 +506,40 @@ def demo(
     run_demo(DemoConfig(out=out, resolution=resolution, quick=quick), console)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user mistakes become one line on stderr and exit code 2."""
+def _fail(message: str, code: int = 2) -> None:
+    Console(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False,
+                               soft_wrap=True)
+    sys.exit(code)
+
+
+def _click_exceptions():
+    """The click exception module typer uses (typer >= 0.16 vendors click as `typer._click`)."""
     try:
-        app(args=argv, prog_name="hwnas")
+        from typer._click import exceptions
+    except ImportError:  # older typer: click itself
+        from click import exceptions
+    return exceptions
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: every user mistake becomes one `error:` line on stderr and exit
+    code 2 (an `HwnasError` from hwnas, or an option that does not parse); never a traceback."""
+    exc = _click_exceptions()
+    try:
+        code = app(args=argv, prog_name="hwnas", standalone_mode=False)
     except HwnasError as e:
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", highlight=False,
-                                   soft_wrap=True)
-        sys.exit(2)
+        _fail(str(e))
+    except exc.NoArgsIsHelpError as e:  # `hwnas` alone, `hwnas arch`: print the help
+        typer.echo(e.ctx.get_help())
+        sys.exit(0)
+    except exc.UsageError as e:
+        cmd = e.ctx.command_path if e.ctx else "hwnas"
+        _fail(f"{e.format_message()} (see `{cmd} --help`)")
+    except exc.ClickException as e:
+        _fail(e.format_message())
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         sys.exit(130)
+    if getattr(exc, "Abort", None) and code is exc.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -41,6 +41,11 @@ class DemoConfig:
     quick: bool = False  # tests: tiny everything
 
     def __post_init__(self) -> None:
+        from hwnas.space.arch import MAX_RESOLUTION
+
+        if not 32 <= self.resolution <= MAX_RESOLUTION:
+            raise HwnasError(f"the demo's resolution must be within 32..{MAX_RESOLUTION}, got "
+                             f"{self.resolution}")
         if self.quick:
             self.resolution, self.nets, self.epochs, self.warmup_epochs = 64, 20, 1, 1
             self.train_epochs, self.litert = 1, False
@@ -51,12 +56,12 @@ def shipped_profile(device: str, resolution: int, threads: int = 1,
     """The shipped profile for this device/resolution if its fingerprint matches this machine."""
     from hwnas.devices.fingerprint import differences
     from hwnas.devices.registry import get_backend
-    from hwnas.latency.profile import load_device
+    from hwnas.profile.record import read_record
 
     path = root / f"{device}-{threads}t-proxyless-{resolution}"
     if not (path / "device.json").exists():
         return None, f"no shipped {path.name} profile"
-    stored = load_device(path).get("fingerprint", {})
+    stored = read_record(path).fingerprint
     diff = differences(stored, get_backend(device, threads=threads).fingerprint())
     if diff:
         return None, "shipped profile measured elsewhere (" + ", ".join(
@@ -66,7 +71,7 @@ def shipped_profile(device: str, resolution: int, threads: int = 1,
 
 def _profile(device: str, cfg: DemoConfig, say: Callable[[str], None], nets: int) -> Path:
     from hwnas.devices.measurement import Protocol
-    from hwnas.devices.profiler import ProfileConfig, Profiler
+    from hwnas.profile.profiler import ProfileConfig, Profiler
 
     out = cfg.out / f"profile-{device}-proxyless-{cfg.resolution}"
     if not cfg.quick:
@@ -85,12 +90,12 @@ def _profile(device: str, cfg: DemoConfig, say: Callable[[str], None], nets: int
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     """Run every step; returns {step: (result, where)} and prints a summary table."""
+    from hwnas._io import write_json
     from hwnas.devices.litert import LiteRTBackend
-    from hwnas.devices.store import write_json
     from hwnas.export.pipeline import ExportConfig, compared_ms, export
-    from hwnas.latency.lut import LookupTablePredictor
-    from hwnas.latency.profile import Profile
-    from hwnas.latency.validate import best_predictor, fit_and_save, validate
+    from hwnas.latency import LookupTablePredictor, best_predictor
+    from hwnas.latency.validate import fit_and_save, validate
+    from hwnas.profile.reader import Profile
     from hwnas.report import build_report
     from hwnas.search.run import SearchConfig, run_search, train_arch
 

@@ -140,16 +140,20 @@ def test_parse_adb_devices_and_select() -> None:
 
 def test_measure_artifact_with_fake_adb(fake_adb: Path, tmp_path: Path) -> None:
     """Plumbing, not a measurement: the fake adb replays a real log for every invocation, so the
-    samples are that log's timed-loop average (2950.34 ms) once per invocation."""
+    samples are that log's timed-loop average (2950.34 ms) once per invocation. The runs go
+    through the shared protocol (`measure_interleaved` -> `AdbRunner.time`): one invocation of
+    `round_runs` timed runs per round until `min_runs` runs."""
     if not SAMPLE.exists():
         pytest.skip(f"reference data {SAMPLE} is absent (../shared/data is not in a checkout)")
     model = tmp_path / "m.tflite"
     model.write_bytes(b"TFL3 fake model")
     backend = AdbTFLiteBackend(threads=4, extra_args=["--use_xnnpack=true"])
-    protocol = Protocol(warmup_runs=3, min_runs=40, round_runs=10)
+    backend.invocation_warmup = 3
+    protocol = Protocol(warmup_runs=3, min_runs=40, round_runs=10, min_s=0.0, max_s=1e6)
     m = backend.measure_artifact(model, (1, 3, 224, 224), protocol)
-    assert m.samples_ms == pytest.approx([2950.34] * 4)  # max(3, 40 // 10) invocations
-    assert m.warmup == 12 and not m.flagged
+    # 40 runs = 4 rounds of 10; the median is stable, so the protocol stops there
+    assert m.samples_ms == pytest.approx([2950.34] * 4)
+    assert m.warmup == 0 and m.extra["warmup_per_invocation"] == 3 and not m.flagged
     assert m.extra["runs_per_sample"] == [50] * 4
     ops = m.extra["ops"]
     assert len(ops) == 31 and ops[0]["node_type"] == "CONV_2D"

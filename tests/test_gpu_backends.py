@@ -6,20 +6,20 @@ import pytest
 import torch
 from torch import nn
 
+from hwnas.convert.tensorrt import build_engine, tensorrt_available
 from hwnas.devices.base import BackendUnavailable
-from hwnas.devices.measurement import Protocol, measure_callable
+from hwnas.devices.measurement import Protocol
 from hwnas.devices.ort_cuda import TRT_EP, OrtCudaBackend
 from hwnas.devices.registry import backend_class, describe_all, get_backend
 from hwnas.devices.tensorrt import TensorRTBackend, _needs_shape
 from hwnas.devices.torch_cuda import (
+    CudaEventRunner,
     TorchCudaBackend,
     _nvml_info,
-    cuda_event_sampler,
     cuda_status,
     gpu_fingerprint,
 )
 from hwnas.errors import HwnasError
-from hwnas.export.tensorrt import build_engine, tensorrt_available
 
 GPU_BACKENDS = {"torch-cuda": TorchCudaBackend, "ort-cuda": OrtCudaBackend,
                 "tensorrt": TensorRTBackend}
@@ -170,7 +170,7 @@ class _FakeEvent:
         return end.t - self.t
 
 
-def test_cuda_event_sampler_brackets_each_run_and_syncs_per_round(monkeypatch):
+def test_cuda_event_runner_brackets_each_run_and_syncs_per_round(monkeypatch):
     syncs = []
     monkeypatch.setattr(_FakeEvent, "clock", 0.0)
     monkeypatch.setattr(_FakeEvent, "records", 0)
@@ -181,11 +181,9 @@ def test_cuda_event_sampler_brackets_each_run_and_syncs_per_round(monkeypatch):
     def run() -> None:
         _FakeEvent.clock += next(durations)
 
-    sample = cuda_event_sampler(run)
-    assert sample(3) == [1.0, 2.0, 3.0]
+    runner = CudaEventRunner(run)
+    assert runner.time(3) == [1.0, 2.0, 3.0]
     assert _FakeEvent.records == 6 and len(syncs) == 2
-    m = measure_callable(lambda: None, Protocol.quick(), lambda n: [0.5] * n)
-    assert m.median == 0.5  # the protocol takes a sampler's samples as they are
 
 
 # --- with a GPU: real measurements ---------------------------------------------------------------

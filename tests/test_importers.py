@@ -16,7 +16,7 @@ from hwnas.latency.importers import (
     import_proxyless_yaml,
 )
 from hwnas.latency.lut import LookupTablePredictor
-from hwnas.latency.profile import Profile
+from hwnas.profile.reader import Profile
 from hwnas.space import Arch, get_space
 from hwnas.space.fbnet import FBNET_CHOICES
 
@@ -73,12 +73,12 @@ def test_proxyless_expected_latency_uniform(proxyless):
 def test_proxyless_profile_metadata(proxyless, shared_data, tmp_path):
     out = import_proxyless_yaml(shared_data / YAML, tmp_path / "p")
     prof = Profile.load(out)
-    assert prof.device["imported"] is True and prof.device["space"] == "proxyless"
-    assert "mean" in prof.device["notes"].lower()
+    assert prof.record.imported is True and prof.record.space == "proxyless"
+    assert "mean" in prof.record.notes.lower()
     assert not {"p10_ms", "p90_ms", "min_ms"} & set(prof.ops.columns)
     # the first block at kernels 5 and 7 is in the table but never run by the space
-    assert len(prof.device["unmatched_entries"]) == 2
-    assert all("expand:1" in k for k in prof.device["unmatched_entries"])
+    assert len(prof.record.extra["unmatched_entries"]) == 2
+    assert all("expand:1" in k for k in prof.record.extra["unmatched_entries"])
     assert len(prof.ops) == len(get_space("proxyless").distinct_ops())
     stem = prof.ops.set_index("source_key").loc["Conv-input:224x224x3-output:112x112x32"]
     assert stem["median_ms"] == pytest.approx(4.397037934668071) and stem["n"] == 949
@@ -166,7 +166,7 @@ def test_help_csv_nets_only_profile(shared_data, tmp_path):
     out = import_latency_csv(src, "pixel3_ms", tmp_path / "pixel3")
     prof = Profile.load(out)
     raw = pd.read_csv(src)
-    assert prof.device["nets_only"] is True and len(prof.ops) == 0
+    assert prof.record.nets_only is True and len(prof.ops) == 0
     assert len(prof.nets) == len(raw) == 5000
     assert prof.space.resolution == 32 and prof.space.num_classes == 100
     np.testing.assert_allclose(prof.net_latency(), raw["pixel3_ms"].to_numpy())
@@ -182,7 +182,7 @@ def test_help_csv_nets_only_profile(shared_data, tmp_path):
 
 def test_help_csv_device_name_without_suffix(shared_data, tmp_path):
     out = import_latency_csv(shared_data / HELP_CSV, "raspi4", tmp_path / "r")
-    assert Profile.load(out).device["fingerprint"]["column"] == "raspi4_ms"
+    assert Profile.load(out).record.fingerprint["column"] == "raspi4_ms"
 
 
 def _small_csv(tmp_path: Path, **changes) -> Path:
@@ -224,3 +224,18 @@ def test_help_csv_small_file_loads(tmp_path):
     assert prof.net_latency().tolist() == [1.5, 2.5]
     with pytest.raises(HwnasError, match="already holds a profile"):
         import_latency_csv(_small_csv(tmp_path), "dev", out)
+
+
+def test_nets_only_profile_predicts_its_measured_nets(tmp_path):
+    from hwnas.latency import NetsTablePredictor, best_predictor, predict
+
+    prof = Profile.load(import_latency_csv(_small_csv(tmp_path), "dev", tmp_path / "out"))
+    model = best_predictor(prof)
+    assert isinstance(model, NetsTablePredictor) and model.name == "table:dev"
+    np.testing.assert_allclose(model.predict(prof.archs()), [1.5, 2.5])
+    np.testing.assert_allclose(model.predict_indices(np.array([[1] * 22, [0] * 22])), [2.5, 1.5])
+    assert model.interval(prof.archs()) is None
+    p = predict(prof, prof.archs()[1])
+    assert p.ms == 2.5 and p.predictor == "table:dev" and p.breakdown is None
+    with pytest.raises(HwnasError, match="not in the table of 2 measured networks"):
+        model.predict([prof.space.from_indices([2] * 22)])

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 
 from hwnas.devices.measurement import Protocol
-from hwnas.devices.profiler import ProfileConfig, Profiler
 from hwnas.errors import HwnasError
 from hwnas.latency.learned import NetworkPredictor
 from hwnas.latency.lut import LookupTablePredictor
-from hwnas.latency.profile import Profile
 from hwnas.latency.validate import fit_and_save, validate
+from hwnas.profile.profiler import ProfileConfig, Profiler
+from hwnas.profile.reader import Profile
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_learned_predictor_round_trips_through_its_safe_file(small_profile, tmp_
     archs = [prof.space.sample(s) for s in range(20)]
     assert again.family_ == model.family_
     assert np.allclose(again.predict(archs), model.predict(archs))
-    lo, hi = again.predict_interval(archs)
+    lo, hi = again.interval(archs)
     assert np.all(lo <= again.predict(archs)) and np.all(again.predict(archs) <= hi)
 
 
@@ -167,7 +167,7 @@ def test_cli_validate_and_predict(small_profile, tmp_path):
 
 
 def test_drift_correction_scales_rows_by_their_reference():
-    from hwnas.latency.profile import correct_drift
+    from hwnas.profile.drift import correct_drift
 
     ops = pd.DataFrame({"key": ["a", "b"], "median_ms": [1.0, 2.0], "min_ms": [0.9, 1.8],
                         "reference_ms": [10.0, 12.0]})
@@ -186,3 +186,104 @@ def test_profile_rows_carry_the_in_chunk_reference(small_profile):
     prof = Profile.load(small_profile)
     assert "reference_ms" in prof.ops.columns and "reference_ms" in prof.nets.columns
     assert (prof.ops["raw_median_ms"] > 0).all()
+
+
+# --- the predictor interface, one-arch predictions ----------------------------------------------
+def test_predictors_share_the_latency_predictor_interface():
+    from hwnas.latency import LatencyPredictor
+    from hwnas.search.run import expected_latency_fit
+    from hwnas.space import get_space
+
+    space = get_space("proxyless", resolution=32)
+    table = LookupTablePredictor().fit(space, {op.key: 0.01 + op.macs / 1e7
+                                               for op in space.distinct_ops()})
+    archs = [space.sample(s) for s in range(60)]
+    y = 1.3 * table.predict(archs) + 0.5
+    model = NetworkPredictor(families=("lut", "linear"), alpha=0.1).fit(table, archs, y)
+    for p in (table, model):
+        assert isinstance(p, LatencyPredictor)
+        assert np.allclose(p.predict(archs[:5]), p.predict_indices(table.indices(archs[:5])))
+    assert table.name == "lut" and table.interval(archs) is None and table.coverage is None
+    assert model.name == "learned (linear)" and model.coverage == pytest.approx(0.9)
+    lo, hi = model.interval(archs[:5])
+    assert np.all(lo <= model.predict(archs[:5])) and np.all(model.predict(archs[:5]) <= hi)
+    # E[LAT] follows the predictor: exactly the table for the table, the line for a linear one
+    assert expected_latency_fit(table, table)[:2] == (1.0, 0.0)
+    scale, offset, note = expected_latency_fit(model, table)
+    assert (scale, offset) == pytest.approx(model.linear_correction(), rel=1e-6)
+    assert note.startswith("linear correction")
+
+
+def test_predict_one_arch_gives_latency_breakdown_and_name(small_profile):
+    from hwnas.latency import Prediction, predict
+    from hwnas.space import Arch
+
+    prof = Profile.load(small_profile)
+    arch = prof.archs()[0]
+    p = predict(prof, arch, LookupTablePredictor.from_profile(prof))
+    assert isinstance(p, Prediction) and p.predictor == "lut" and p.interval is None
+    assert p.ms == pytest.approx(sum(o["ms"] for o in p.breakdown))
+    assert {o["source"] for o in p.breakdown} == {"table"} and p.note == ""
+    # another number of classes: the head is priced by the op predictor
+    ten = Arch(arch.space, arch.choices, arch.resolution, arch.width, 10, arch.channels)
+    q = predict(prof, ten, LookupTablePredictor.from_profile(prof))
+    assert "10-class head priced by the op predictor" in q.note
+    assert "op predictor" in {o["source"] for o in q.breakdown}
+    assert q.ms == pytest.approx(sum(o["ms"] for o in q.breakdown))
+    wrong = Arch(arch.space, arch.choices, 64, arch.width, 10, arch.channels)
+    with pytest.raises(HwnasError, match="resolution=64"):
+        predict(prof, wrong)
+
+
+# --- the profile record -------------------------------------------------------------------------
+def test_shipped_profile_records_load_and_round_trip_unchanged():
+    from pathlib import Path
+
+    from hwnas.profile.record import ProfileRecord, read_record
+
+    roots = sorted((Path(__file__).resolve().parents[1] / "profiles").glob("*/device.json"))
+    assert roots
+    for path in roots:
+        record = read_record(path.parent)
+        assert isinstance(record, ProfileRecord) and record.reference is not None
+        assert record.to_dict() == json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"space": 3}, "field 'space' must be a string, got int"),
+    ({"fingerprint": []}, "field 'fingerprint' must be an object"),
+    ({"wall_s": "long"}, "field 'wall_s' must be a number"),
+    ({"nets_requested": True}, "field 'nets_requested' must be an integer"),
+    ({"reference": {"arch": {"space": "proxyless"}}}, "field 'reference.arch' is not an arch"),
+    ({"reference": {"arch": {"space": "p", "choices": []}, "timings": [[1, 2]]}},
+     "field 'reference.timings' must hold"),
+    ({"space_settings": None}, "field 'space_settings' must be an object"),
+])
+def test_record_fields_are_type_checked_naming_file_and_field(change, message):
+    from hwnas.profile.record import ProfileRecord
+
+    good = {"schema_version": 1, "space": "proxyless", "space_settings": {"resolution": 32},
+            "fingerprint": {}, "unmatched_entries": ["x"]}
+    record = ProfileRecord.from_dict(good, "p/device.json")
+    assert record.extra == {"unmatched_entries": ["x"]} and record.to_dict()["unmatched_entries"]
+    with pytest.raises(HwnasError, match=f"p/device.json: {message}"):
+        ProfileRecord.from_dict({**good, **change}, "p/device.json")
+    missing = {k: v for k, v in good.items() if k != "fingerprint"}
+    with pytest.raises(HwnasError, match="p/device.json: required field 'fingerprint' is missing"):
+        ProfileRecord.from_dict(missing, "p/device.json")
+
+
+def test_drift_scale_and_the_busy_machine_rule():
+    from hwnas.profile.drift import MAX_DRIFT, REFERENCE, Drift, reference_arch, reference_item
+    from hwnas.space import get_space
+
+    quiet = Drift(reference_ms=10.0, base_ms=11.0)
+    assert quiet.scale == pytest.approx(1.1) and not quiet.busy and quiet.note == ""
+    assert quiet.correct(2.0) == pytest.approx(2.2)
+    busy = Drift(reference_ms=10.0, base_ms=10.0 / (MAX_DRIFT + 0.1))
+    assert busy.busy and "busy" in busy.note and busy.correct(2.0) is None
+    assert Drift(None, 5.0).scale is None and Drift(None, 5.0).correct(1.0) is None
+    space = get_space("proxyless", resolution=32)
+    item = reference_item(space)
+    assert item.key == REFERENCE and item.shape == space.input_shape()
+    assert reference_item(reference_arch(space)).key == REFERENCE

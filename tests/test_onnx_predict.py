@@ -10,9 +10,8 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from hwnas.devices.generic import sample_generic_ops, within_limits
+from hwnas.convert.onnx import to_onnx_bytes
 from hwnas.errors import HwnasError
-from hwnas.export.onnx import to_onnx_bytes
 from hwnas.latency.onnx_graph import predict_module, predict_onnx, split_onnx
 from hwnas.latency.op_predictor import (
     MemoryModel,
@@ -25,6 +24,7 @@ from hwnas.latency.op_predictor import (
     load_or_fit,
     op_from_row,
 )
+from hwnas.profile.generic_ops import sample_generic_ops, within_limits
 from hwnas.space import OpSpec
 
 
@@ -340,8 +340,8 @@ def test_op_predictor_saved_in_a_profile_round_trips_safely(tmp_path) -> None:
 def test_op_predictor_beats_the_mean_on_real_measurements() -> None:
     """A few real ort-cpu measurements (quick protocol): held-out error below the mean's."""
     from hwnas.devices.measurement import Protocol
-    from hwnas.devices.profiler import Item, build_op, measure_items
     from hwnas.devices.registry import get_backend
+    from hwnas.profile.profiler import Item, build_op, measure_items
 
     backend = get_backend("ort-cpu", threads=1)
     ok, reason = backend.available()

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from hwnas.devices.measurement import Protocol
-from hwnas.devices.profiler import ProfileConfig, Profiler
-from hwnas.devices.store import ProfileWriter, read_parquet
 from hwnas.errors import HwnasError
+from hwnas.profile.profiler import ProfileConfig, Profiler
+from hwnas.profile.store import ProfileWriter, read_parquet
 from hwnas.space import get_space
 
 ARGS = ["--device", "ort-cpu", "--space", "proxyless", "--resolution", "32", "--quick"]

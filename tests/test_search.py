@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hwnas.data import load_data
 from hwnas.devices.measurement import Protocol
-from hwnas.devices.profiler import ProfileConfig, Profiler
 from hwnas.errors import HwnasError
 from hwnas.latency.loss import ExpectedLatency, LatencyLoss
 from hwnas.latency.lut import LookupTablePredictor
-from hwnas.latency.profile import Profile
-from hwnas.search.data import load_data
+from hwnas.profile.profiler import ProfileConfig, Profiler
+from hwnas.profile.reader import Profile
 from hwnas.search.run import (
     SearchConfig,
     fill_to_budget,
@@ -229,6 +229,30 @@ def test_budget_below_the_fastest_net_is_refused_naming_it(profile_dir, tmp_path
         run_search(SearchConfig(profile_dir, budget, out=tmp_path / "run", loss="add#linear"))
     assert f"{model.fastest_ms:.4g} ms" in str(e.value)
     assert not (tmp_path / "run" / "history.csv").exists()
+
+
+def test_search_receives_a_latency_predictor(profile_dir):
+    """A predictor passed in prices the networks, and E[LAT] is fitted to follow it."""
+    from hwnas.latency import LatencyPredictor
+
+    class Doubled(LatencyPredictor):
+        name = "doubled lut"
+
+        def __init__(self, lut):
+            self.lut = lut
+
+        def indices(self, archs):
+            return self.lut.indices(archs)
+
+        def predict_indices(self, idx):
+            return 2.0 * self.lut.predict_indices(idx)
+
+    plain = latency_model(profile_dir)
+    assert plain.predictor_name == "lut" and plain.scale == 1.0 and plain.offset == 0.0
+    model = latency_model(profile_dir, Doubled(plain.lut))
+    assert model.predictor_name == "doubled lut" and model.interval(plain.lut.extremes()[0]) is None
+    assert model.fastest_ms == pytest.approx(2 * plain.fastest_ms)
+    assert model.scale == pytest.approx(2.0) and model.offset == pytest.approx(0.0, abs=1e-9)
 
 
 def test_mul_log_needs_a_budget_above_one_ms(profile_dir, tmp_path):

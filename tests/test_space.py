@@ -366,9 +366,10 @@ def test_distinct_ops_unique_and_complete(name: str) -> None:
     assert len(ops) == len(set(ops))
     assert len({op.key for op in ops}) == len(ops)
     assert ops == sorted(ops)
-    every = set(space.stem_ops()) | set(space.head_ops())
-    for i in range(len(space.layers)):
-        every.update(op for op in space.candidates(i) if op is not None)
+    every = set(space.fixed_ops())
+    for i, layer in enumerate(space.layers):
+        for j in range(len(layer.choices)):
+            every.update(space.choice_ops(i, j))
     assert set(ops) == every
     for seed in range(5):
         assert set(space.ops(space.sample(seed))) <= set(ops)

@@ -23,8 +23,9 @@ import pandas as pd
 from torch import nn
 
 from hwnas.devices.base import Backend, BackendUnavailable, Runner
-from hwnas.devices.measurement import Measurement, Protocol
+from hwnas.devices.measurement import Protocol
 from hwnas.devices.parsers import TFLiteBenchmark, parse_tflite_benchmark
+from hwnas.errors import DeviceError
 
 ENV_BINARY = "HWNAS_BENCHMARK_MODEL"
 ENV_SERIAL = "ANDROID_SERIAL"
@@ -40,7 +41,7 @@ _STATE_HINTS = {
 }
 
 
-class AdbCommandError(RuntimeError):
+class AdbCommandError(DeviceError):
     """An adb command failed (non-zero exit or timeout); the message holds its output's tail."""
 
 
@@ -137,8 +138,9 @@ class AdbTFLiteBackend(Backend):
     def __init__(self, threads: int = 1, batch: int = 1, dtype: str = "float32",
                  serial: str | None = None, benchmark_binary: str | None = None,
                  extra_args: Sequence[str] = (), adb: str = "adb",
-                 timeout_s: float = 600.0) -> None:
+                 timeout_s: float = 600.0, invocation_warmup: int = 5) -> None:
         super().__init__(threads, batch, dtype)
+        self.invocation_warmup = invocation_warmup
         self.serial = serial or os.environ.get(ENV_SERIAL) or None
         self.benchmark_binary = benchmark_binary or os.environ.get(ENV_BINARY) or None
         self.extra_args = tuple(extra_args)
@@ -225,46 +227,15 @@ class AdbTFLiteBackend(Backend):
 
     # --- Backend --------------------------------------------------------------------------
     def convert(self, module: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
-        from hwnas.export.tflite import export_tflite
+        from hwnas.convert.tflite import export_tflite
 
         return export_tflite(module, input_shape, path)
 
     def load(self, path: Path, input_shape: tuple[int, ...]) -> Runner:
-        """Push the model; the runner makes one `benchmark_model --num_runs=1` call over adb
-        (its wall time includes adb and process start: use `measure_artifact` to time)."""
+        """Push the binary and the model; the `AdbRunner` times with benchmark_model's figures."""
         serial = self.require()
         self._push_binary(serial)
-        remote = self._push_model(serial, Path(path))
-        cmd = self.benchmark_command(remote, warmup_runs=0, num_runs=1, op_profiling=False)
-        return lambda: self._adb(serial, "shell", cmd)
-
-    def measure_artifact(self, path: Path, input_shape: tuple[int, ...],
-                         protocol: Protocol | None = None) -> Measurement:
-        """Run benchmark_model `rounds` times, rounds = max(3, min_runs // round_runs), each
-        with `warmup_runs` warm-up and `round_runs` timed runs; one sample per invocation."""
-        protocol = protocol or Protocol()
-        serial = self.require()
-        self._push_binary(serial)
-        remote = self._push_model(serial, Path(path))
-        rounds = max(3, protocol.min_runs // max(1, protocol.round_runs))
-        try:
-            results = [self.run_benchmark(serial, remote, protocol.warmup_runs,
-                                          protocol.round_runs) for _ in range(rounds)]
-        finally:  # a leftover file in /data/local/tmp would be harmless
-            with contextlib.suppress(AdbCommandError):
-                self._adb(serial, "shell", f"rm -f {remote}", timeout=PROBE_TIMEOUT_S)
-        return self._measurement(results, protocol)
-
-    def _measurement(self, results: list[TFLiteBenchmark], protocol: Protocol) -> Measurement:
-        samples = [r.avg_ms for r in results]
-        m = Measurement(samples, warmup=protocol.warmup_runs * len(results), extra={
-            "sample_kind": "mean of each benchmark_model invocation's timed runs",
-            "runs_per_sample": [r.inference.count if r.inference else None for r in results],
-            "invocations": [_invocation_summary(r) for r in results],
-            "ops": _mean_ops(results),
-        })
-        m.flagged = m.spread > protocol.max_spread
-        return m
+        return AdbRunner(self, serial, self._push_model(serial, Path(path)))
 
     def fingerprint(self) -> dict:
         """The host's fingerprint with the phone's identity in place of the host CPU's."""
@@ -293,6 +264,48 @@ class AdbTFLiteBackend(Backend):
             return self._adb(serial, "shell", f"getprop {key}", timeout=PROBE_TIMEOUT_S).strip()
         except AdbCommandError:
             return ""
+
+
+class AdbRunner(Runner):
+    """A model pushed to the phone. `time(count)` is one `benchmark_model` invocation with
+    `invocation_warmup` warm-up and `count` timed runs, op profiling on: it returns ONE sample,
+    the tool's own timed-loop average (the tool prints summary statistics only), which stands for
+    `count` runs in the protocol's run count. Warm-up happens inside every invocation (each is a
+    fresh process), so the host-side warm-up is skipped. `extra()` keeps each invocation's
+    summary and the per-op table averaged over the invocations. `__call__` is one untimed run.
+    """
+
+    def __init__(self, backend: AdbTFLiteBackend, serial: str, remote: str) -> None:
+        super().__init__()
+        self.backend, self.serial, self.remote = backend, serial, remote
+        self.results: list[TFLiteBenchmark] = []
+
+    def __call__(self) -> object:
+        cmd = self.backend.benchmark_command(self.remote, warmup_runs=0, num_runs=1,
+                                             op_profiling=False)
+        return self.backend._adb(self.serial, "shell", cmd)
+
+    def warm_up(self, protocol: Protocol) -> int:
+        return 0
+
+    def time(self, count: int) -> list[float]:
+        r = self.backend.run_benchmark(self.serial, self.remote, self.backend.invocation_warmup,
+                                       count)
+        self.results.append(r)
+        return [r.avg_ms]
+
+    def extra(self) -> dict:
+        return {"sample_kind": "mean of each benchmark_model invocation's timed runs",
+                "warmup_per_invocation": self.backend.invocation_warmup,
+                "runs_per_sample": [r.inference.count if r.inference else None
+                                    for r in self.results],
+                "invocations": [_invocation_summary(r) for r in self.results],
+                "ops": _mean_ops(self.results)}
+
+    def close(self) -> None:
+        with contextlib.suppress(AdbCommandError):  # a leftover file would be harmless
+            self.backend._adb(self.serial, "shell", f"rm -f {self.remote}",
+                              timeout=PROBE_TIMEOUT_S)
 
 
 def _sha256(path: Path) -> str:

@@ -1,13 +1,14 @@
 """`Backend`: the small abstract base class every device implements (Optuna-sampler style).
 
-A backend converts a torch module into the artifact its runtime runs (via `hwnas.export`, so
-what is measured is what is shipped), loads it, and times it with the shared protocol.
+A backend converts a torch module into the artifact its runtime runs (via `hwnas.convert`, the
+same code `hwnas export` ships: what is measured is what is shipped), loads it as a `Runner`, and
+times it with the shared protocol. `Runner.time` is the one timing path: the profiler, export's
+`--verify` and `Backend.measure` all reach the runtime's clock through it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,13 +16,10 @@ import torch
 from torch import nn
 
 from hwnas.devices.fingerprint import host_fingerprint
-from hwnas.devices.measurement import Measurement, Protocol, measure_callable
+from hwnas.devices.measurement import Measurement, Protocol, Runner, as_runner, measure_callable
+from hwnas.errors import BackendUnavailable, HwnasError
 
-Runner = Callable[[], object]
-
-
-class BackendUnavailable(RuntimeError):
-    """Raised when a backend is used where it cannot run; the message says why."""
+__all__ = ["Backend", "BackendUnavailable", "Runner", "example_input"]
 
 
 class Backend(ABC):
@@ -32,8 +30,10 @@ class Backend(ABC):
     artifact: ClassVar[str] = "onnx"  # the suffix of what `convert` writes
 
     def __init__(self, threads: int = 1, batch: int = 1, dtype: str = "float32") -> None:
-        if threads < 1:
-            raise ValueError("threads must be >= 1")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise HwnasError(f"threads must be a whole number >= 1, got {threads!r}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise HwnasError(f"batch must be a whole number >= 1, got {batch!r}")
         self.threads = threads
         self.batch = batch
         self.dtype = dtype
@@ -54,7 +54,7 @@ class Backend(ABC):
 
     @abstractmethod
     def load(self, path: Path, input_shape: tuple[int, ...]) -> Runner:
-        """Load an artifact and return a callable that runs one inference."""
+        """Load an artifact; the `Runner` runs one inference per call and times with `time`."""
 
     # --- shared -------------------------------------------------------------------------------
     def require(self) -> None:
@@ -70,20 +70,19 @@ class Backend(ABC):
         return {**host_fingerprint(), "backend": self.name,
                 "runtime_version": self.runtime_version(), **self.options()}
 
-    def sampler(self, run: Runner) -> Callable[[int], list[float]] | None:
-        """How to time `count` runs; None: wall clock. GPU backends override (events)."""
-        return None
-
     def measure_artifact(self, path: Path, input_shape: tuple[int, ...],
                          protocol: Protocol | None = None) -> Measurement:
         """Time an existing artifact file (what `hwnas export --verify` ships)."""
         self.require()
-        run = self.load(Path(path), input_shape)
-        return measure_callable(run, protocol or Protocol(), self.sampler(run))
+        runner = as_runner(self.load(Path(path), input_shape))
+        try:
+            return measure_callable(runner, protocol or Protocol())
+        finally:
+            runner.close()
 
     def measure(self, module: nn.Module, input_shape: tuple[int, ...],
                 protocol: Protocol | None = None, workdir: Path | None = None) -> Measurement:
-        """Convert, load and time a module."""
+        """Convert, load and time a module (the one-item case of the profiler's timing)."""
         import tempfile
 
         self.require()

@@ -99,6 +99,50 @@ class Measurement:
                            self.flagged or other.flagged, self.attempts + other.attempts)
 
 
+class Runner:
+    """A loaded artifact, ready to run: the one timing path of every backend.
+
+    `runner()` runs one inference. `time(count)` runs `count` timed inferences and returns
+    their times in ms. The default times each call with the host's wall clock
+    (`time.perf_counter`); a backend whose runtime has a better clock overrides `time`: GPU
+    backends use CUDA events (`hwnas.devices.torch_cuda.CudaEventRunner`), the phone backend
+    uses `benchmark_model`'s own figures. The profiler, `hwnas export --verify` and
+    `Backend.measure` all time through `measure_interleaved`, which calls `time` and nothing
+    else, so a profile records what the runtime's clock says.
+
+    `time` may return fewer samples than `count` when one sample summarises several runs (a
+    `benchmark_model` invocation reports its mean); the protocol counts runs, not samples.
+    `extra()` adds backend-specific detail (a per-op table) to the `Measurement`; `warm_up`
+    and `close` are hooks for runtimes that warm up inside each timed call or hold a resource.
+    """
+
+    def __init__(self, run: Callable[[], object] | None = None) -> None:
+        self._run = run
+
+    def __call__(self) -> object:
+        if self._run is None:
+            raise NotImplementedError(f"{type(self).__name__} defines no inference call")
+        return self._run()
+
+    def warm_up(self, protocol: Protocol) -> int:
+        """Untimed runs before timing; returns how many ran."""
+        return warm_up(self, protocol)
+
+    def time(self, count: int) -> list[float]:
+        return timed_runs(self, count)
+
+    def extra(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        """Release what loading took (a file on a phone); the default holds nothing."""
+
+
+def as_runner(run: Runner | Callable[[], object]) -> Runner:
+    """A `Runner` as it is; a plain callable wrapped in a wall-clock `Runner`."""
+    return run if isinstance(run, Runner) else Runner(run)
+
+
 def warm_up(run: Callable[[], object], protocol: Protocol) -> int:
     """Untimed runs: at least `warmup_runs`, and at least `warmup_s` seconds."""
     n, start = 0, time.perf_counter()
@@ -110,7 +154,7 @@ def warm_up(run: Callable[[], object], protocol: Protocol) -> int:
 
 def timed_runs(run: Callable[[], object], count: int,
                timer: Callable[[], float] = time.perf_counter) -> list[float]:
-    """`count` timed calls; each sample in milliseconds."""
+    """`count` wall-clock timed calls; each sample in milliseconds."""
     out = []
     for _ in range(count):
         t0 = timer()
@@ -119,73 +163,59 @@ def timed_runs(run: Callable[[], object], count: int,
     return out
 
 
-def measure_callable(run: Callable[[], object], protocol: Protocol,
-                     sampler: Callable[[int], list[float]] | None = None) -> Measurement:
-    """Warm up, then time rounds until the median is stable or a cap is hit; re-measure a wide one.
-
-    `sampler(count)` returns `count` samples in ms; default: wall time of `run` with perf_counter
-    (a GPU backend passes one that times with CUDA events).
-    """
-    sampler = sampler or (lambda count: timed_runs(run, count))
-    result: Measurement | None = None
-    for attempt in range(protocol.retries + 1):
-        warm = warm_up(run, protocol)
-        samples: list[float] = []
-        prev_median: float | None = None
-        start = time.perf_counter()
-        while True:
-            samples += sampler(protocol.round_runs)
-            if _done(samples, time.perf_counter() - start, prev_median, protocol):
-                break
-            prev_median = float(np.median(samples))
-        m = Measurement(samples, warm, attempts=attempt + 1)
-        if m.spread <= protocol.max_spread:
-            return m
-        result = m if result is None or m.spread < result.spread else result
-    assert result is not None
-    result.flagged = True
-    result.attempts = protocol.retries + 1
-    return result
+def measure_callable(run: Runner | Callable[[], object], protocol: Protocol) -> Measurement:
+    """Warm up, then time rounds until the median is stable or a cap is hit; re-measure a wide
+    one. The one-item case of `measure_interleaved` (the same code, the same stop rule)."""
+    return measure_interleaved({"item": run}, protocol)["item"]
 
 
-def _done(samples: list[float], elapsed: float, prev: float | None, p: Protocol) -> bool:
-    if len(samples) >= p.max_runs or elapsed >= p.max_s:
+def _done(samples: list[float], runs: int, elapsed: float, prev: float | None,
+          p: Protocol) -> bool:
+    if runs >= p.max_runs or elapsed >= p.max_s:
         return True
-    if len(samples) < p.min_runs or elapsed < p.min_s or prev is None:
+    if runs < p.min_runs or elapsed < p.min_s or prev is None:
         return False
     return abs(float(np.median(samples)) - prev) <= p.rel_tol * prev
 
 
-def measure_interleaved(runners: dict[str, Callable[[], object]], protocol: Protocol,
+def measure_interleaved(runners: dict[str, Runner | Callable[[], object]], protocol: Protocol,
                         rng: np.random.Generator | None = None,
                         on_done: Callable[[str, Measurement], None] | None = None,
                         ) -> dict[str, Measurement]:
-    """Time several items in shuffled, interleaved rounds (DESIGN: measurement protocol).
+    """Time several items in shuffled, interleaved rounds (the measurement protocol).
 
     Every item is warmed up, then each round visits the unfinished items in a new random order
-    and takes `round_runs` samples of each, so slow drift (heat, another process) spreads over
-    all items instead of biasing the ones measured last. An item stops by the same rule as
-    `measure_callable` (its own time counts only its own runs). Items whose p90/p10 stays above
-    `max_spread` are measured again from scratch (`retries` times) and flagged if still wide.
+    and takes `round_runs` runs of each through `Runner.time` (the runtime's own clock), so slow
+    drift (heat, another process) spreads over all items instead of biasing the ones measured
+    last. An item stops after at least `min_runs` runs and `min_s` of its own timed time once its
+    median moved less than `rel_tol` since the previous round, or at `max_runs` / `max_s`. Items
+    whose p90/p10 stays above `max_spread` are measured again from scratch (`retries` times) and
+    flagged if still wide; the narrower attempt is kept.
     """
     rng = rng or np.random.default_rng(0)
+    runners = {k: as_runner(r) for k, r in runners.items()}
     results: dict[str, Measurement] = {}
     pending = dict(runners)
-    timed_ms = dict.fromkeys(runners, 0.0)  # all timed samples, discarded attempts included
+    timed_ms = dict.fromkeys(runners, 0.0)  # all timed run time, discarded attempts included
     for attempt in range(protocol.retries + 1):
-        warm = {k: warm_up(run, protocol) for k, run in pending.items()}
+        warm = {k: run.warm_up(protocol) for k, run in pending.items()}
         samples: dict[str, list[float]] = {k: [] for k in pending}
+        runs = dict.fromkeys(pending, 0)
         spent = dict.fromkeys(pending, 0.0)
         prev: dict[str, float | None] = dict.fromkeys(pending)
         active = list(pending)
         while active:
             still = []
             for k in rng.permutation(active):
-                s = timed_runs(pending[k], protocol.round_runs)
+                s = pending[k].time(protocol.round_runs)
+                if not s:
+                    raise RuntimeError(f"{type(pending[k]).__name__}.time() returned no sample")
+                per_sample = protocol.round_runs / len(s)  # runs one sample stands for
                 samples[k] += s
-                spent[k] += sum(s) / 1e3
-                timed_ms[k] += sum(s)
-                if _done(samples[k], spent[k], prev[k], protocol):
+                runs[k] += protocol.round_runs
+                spent[k] += sum(s) * per_sample / 1e3
+                timed_ms[k] += sum(s) * per_sample
+                if _done(samples[k], runs[k], spent[k], prev[k], protocol):
                     continue
                 prev[k] = float(np.median(samples[k]))
                 still.append(k)
@@ -204,6 +234,8 @@ def measure_interleaved(runners: dict[str, Callable[[], object]], protocol: Prot
     for k in pending:
         results[k].flagged = True
     for k, m in results.items():
+        m.attempts = max(m.attempts, 1)
+        m.extra.update(runners[k].extra())
         m.extra["timed_ms_all"] = timed_ms[k]
     if on_done:
         for k, m in results.items():

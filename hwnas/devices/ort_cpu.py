@@ -1,4 +1,4 @@
-"""`ort-cpu`: onnxruntime's CPUExecutionProvider on the ONNX file that `hwnas.export.onnx` writes."""
+"""`ort-cpu`: onnxruntime's CPUExecutionProvider on the ONNX file that `hwnas.convert.onnx` writes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from hwnas.convert.onnx import export_onnx
 from hwnas.devices.base import Backend, Runner, example_input
-from hwnas.export.onnx import export_onnx
 
 
 class OrtCpuBackend(Backend):
@@ -84,4 +84,4 @@ class OrtCpuBackend(Backend):
 
         sess = ort.InferenceSession(data, self.session_options(), providers=self.providers())
         feed = {sess.get_inputs()[0].name: example_input(input_shape).numpy().astype(np.float32)}
-        return lambda: sess.run(None, feed)
+        return Runner(lambda: sess.run(None, feed))

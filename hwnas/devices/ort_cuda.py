@@ -7,14 +7,12 @@ copy is timed. onnxruntime runs on a torch CUDA stream passed as `user_compute_s
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
 from hwnas.devices.base import BackendUnavailable, Runner, example_input
 from hwnas.devices.ort_cpu import OrtCpuBackend
-from hwnas.devices.torch_cuda import cuda_event_sampler, cuda_status, gpu_fingerprint
+from hwnas.devices.torch_cuda import CudaEventRunner, cuda_status, gpu_fingerprint
 from hwnas.errors import HwnasError
 
 TRT_EP = "TensorrtExecutionProvider"
@@ -22,7 +20,7 @@ GPU_PACKAGE = ("it needs the onnxruntime-gpu package instead of onnxruntime "
                "(pip uninstall onnxruntime && pip install onnxruntime-gpu)")
 
 
-class OrtCudaRunner:
+class OrtCudaRunner(CudaEventRunner):
     """One `run_with_iobinding` on a fixed GPU input; outputs are allocated on the GPU by ORT.
 
     onnxruntime synchronizes its stream at the end of each run (its default), so the outputs
@@ -31,6 +29,7 @@ class OrtCudaRunner:
 
     def __init__(self, session, input_shape: tuple[int, ...], device: int,
                  stream: torch.cuda.Stream) -> None:
+        super().__init__()
         self.session, self.stream = session, stream
         inp = session.get_inputs()[0]
         if inp.type != "tensor(float)":
@@ -139,6 +138,3 @@ class OrtCudaBackend(OrtCpuBackend):
                                        providers=self.providers(device, stream))
         self._check_session(session)
         return OrtCudaRunner(session, input_shape, device, stream)
-
-    def sampler(self, run: Runner) -> Callable[[int], list[float]]:
-        return cuda_event_sampler(run, getattr(run, "stream", None))

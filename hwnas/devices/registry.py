@@ -3,6 +3,7 @@
 A third party adds a device by declaring, in its own pyproject.toml:
     [project.entry-points."hwnas.devices"]
     my-npu = "my_pkg.backend:MyNpuBackend"
+or, at run time (a notebook, a test), with `register_backend("my-npu", MyNpuBackend)`.
 """
 
 from __future__ import annotations
@@ -25,10 +26,26 @@ BUILTIN = {
 }
 
 
+_REGISTERED: dict[str, type[Backend]] = {}
+
+
+def register_backend(name: str, cls: type[Backend]) -> None:
+    """Make a `Backend` subclass available by name in this process (like an entry point)."""
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise HwnasError(f"register_backend({name!r}): {cls!r} is not a Backend subclass")
+    _REGISTERED[name] = cls
+
+
+def unregister_backend(name: str) -> None:
+    _REGISTERED.pop(name, None)
+
+
 def _targets() -> dict[str, str]:
     found = dict(BUILTIN)  # also works from a source tree that is not installed
     for ep in entry_points(group=GROUP):
         found[ep.name] = ep.value
+    found.update({name: f"{cls.__module__}:{cls.__qualname__}"
+                  for name, cls in _REGISTERED.items()})
     return found
 
 
@@ -37,6 +54,8 @@ def names() -> list[str]:
 
 
 def backend_class(name: str) -> type[Backend]:
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     targets = _targets()
     if name not in targets:
         raise HwnasError(f"unknown device {name!r}; known: {', '.join(targets)}")

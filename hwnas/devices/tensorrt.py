@@ -6,17 +6,16 @@ dedicated CUDA stream (TensorRT >= 8.5, name-based I/O), or synchronous `execute
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from hwnas.convert.onnx import export_onnx
+from hwnas.convert.tensorrt import build_engine, tensorrt_available, tensorrt_version, trt_logger
 from hwnas.devices.base import Backend, Runner, example_input
-from hwnas.devices.torch_cuda import DTYPES, cuda_event_sampler, gpu_fingerprint
-from hwnas.errors import HwnasError
-from hwnas.export.onnx import export_onnx
-from hwnas.export.tensorrt import build_engine, tensorrt_available, tensorrt_version, trt_logger
+from hwnas.devices.torch_cuda import DTYPES, CudaEventRunner, gpu_fingerprint
+from hwnas.errors import DeviceError, HwnasError
 
 
 def _torch_dtype(trt, dtype) -> torch.dtype:
@@ -65,7 +64,7 @@ def _io_v2(trt, engine, context, input_shape) -> list[tuple[str, bool, tuple, to
     return out
 
 
-class EngineRunner:
+class EngineRunner(CudaEventRunner):
     """One inference of a deserialized engine on fixed GPU buffers; `stream` is where it runs.
 
     Keeps the runtime, engine and context alive as long as the runner. The call returns without
@@ -76,6 +75,7 @@ class EngineRunner:
     def __init__(self, data: bytes, input_shape: tuple[int, ...]) -> None:
         import tensorrt as trt
 
+        super().__init__()
         self.runtime = trt.Runtime(trt_logger())
         self.engine = self.runtime.deserialize_cuda_engine(data)
         if self.engine is None:
@@ -110,7 +110,7 @@ class EngineRunner:
         else:
             ok = self.context.execute_v2(self.bindings)
         if not ok:
-            raise RuntimeError("TensorRT inference failed (see the TensorRT log)")
+            raise DeviceError("TensorRT inference failed (see the TensorRT log)")
         return self.outputs
 
 
@@ -152,9 +152,6 @@ class TensorRTBackend(Backend):
     def load(self, path: Path, input_shape: tuple[int, ...]) -> Runner:
         self.require()
         return EngineRunner(Path(path).read_bytes(), input_shape)
-
-    def sampler(self, run: Runner) -> Callable[[int], list[float]]:
-        return cuda_event_sampler(run, getattr(run, "stream", None))
 
 
 def run_engine(path: Path, inputs):

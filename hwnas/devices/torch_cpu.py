@@ -30,7 +30,7 @@ class TorchCpuBackend(Backend):
         return f"torch {torch.__version__}"
 
     def convert(self, module: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
-        from hwnas.export.torch_program import export_program
+        from hwnas.convert.torch_program import export_program
 
         return export_program(module, input_shape, path)
 
@@ -46,4 +46,4 @@ class TorchCpuBackend(Backend):
             with torch.inference_mode():
                 return module(x)
 
-        return run
+        return Runner(run)

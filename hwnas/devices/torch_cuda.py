@@ -1,7 +1,7 @@
 """`torch-cuda`: PyTorch eager on an NVIDIA GPU, timed with CUDA events (artifact: a .pt2 program).
 
 Also the CUDA helpers that `ort-cuda` and `tensorrt` share: `cuda_status` (why CUDA is not usable
-here), `cuda_event_sampler` (GPU-side timing) and `gpu_fingerprint` (GPU, driver, CUDA, clocks).
+here), `CudaEventRunner` (GPU-side timing) and `gpu_fingerprint` (GPU, driver, CUDA, clocks).
 """
 
 from __future__ import annotations
@@ -33,17 +33,20 @@ def cuda_status() -> tuple[bool, str]:
                    "CUDA_VISIBLE_DEVICES hides it)")
 
 
-def cuda_event_sampler(run: Runner,
-                       stream: torch.cuda.Stream | None = None) -> Callable[[int], list[float]]:
-    """A `measure_callable` sampler: time `count` runs of `run` with CUDA event pairs.
+class CudaEventRunner(Runner):
+    """A runner whose `time` reads CUDA events: the GPU's own clock, not the host's.
 
-    Each run is bracketed by two events recorded on `stream` (default: the current stream), the
-    stream `run` enqueues its work on. The host does not wait between runs; it synchronizes
-    the device once before the round (so no warm-up work is still queued) and once at its end,
-    then reads each pair's elapsed time (ms, GPU clock).
+    Each run is bracketed by two events recorded on `stream` (None: the current stream), the
+    stream the inference enqueues its work on. The host does not wait between runs; it
+    synchronizes the device once before the round (so no warm-up work is still queued) and once
+    at its end, then reads each pair's elapsed time (ms). Wall-clock timing of an asynchronous
+    launch would record the launch, not the run.
     """
 
-    def sample(count: int) -> list[float]:
+    stream: torch.cuda.Stream | None = None
+
+    def time(self, count: int) -> list[float]:
+        stream = self.stream
         ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
         pairs = []
         torch.cuda.synchronize()
@@ -52,13 +55,23 @@ def cuda_event_sampler(run: Runner,
                 start = torch.cuda.Event(enable_timing=True)
                 end = torch.cuda.Event(enable_timing=True)
                 start.record(stream)
-                run()
+                self()
                 end.record(stream)
                 pairs.append((start, end))
         torch.cuda.synchronize()
         return [float(start.elapsed_time(end)) for start, end in pairs]
 
-    return sample
+
+class TorchCudaRunner(CudaEventRunner):
+    """A module already on the GPU, on a fixed input; a call returns without synchronizing."""
+
+    def __init__(self, module: nn.Module, x: torch.Tensor) -> None:
+        super().__init__()
+        self.module, self.x = module, x
+
+    def __call__(self) -> object:
+        with torch.inference_mode():
+            return self.module(self.x)
 
 
 def _driver_from_proc() -> str:
@@ -180,7 +193,7 @@ class TorchCudaBackend(Backend):
                                                      str(torch.backends.cudnn.allow_tf32))}
 
     def convert(self, module: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
-        from hwnas.export.torch_program import export_program
+        from hwnas.convert.torch_program import export_program
 
         return export_program(module, input_shape, path)
 
@@ -191,14 +204,4 @@ class TorchCudaBackend(Backend):
     def runner(self, module: nn.Module, input_shape: tuple[int, ...]) -> Runner:
         """Run `module` (already on the GPU) on a fixed input; returns without synchronizing."""
         dtype = DTYPES[self.dtype]
-        module = module.to(dtype)
-        x = example_input(input_shape).to("cuda", dtype)
-
-        def run() -> object:
-            with torch.inference_mode():
-                return module(x)
-
-        return run
-
-    def sampler(self, run: Runner) -> Callable[[int], list[float]]:
-        return cuda_event_sampler(run)
+        return TorchCudaRunner(module.to(dtype), example_input(input_shape).to("cuda", dtype))

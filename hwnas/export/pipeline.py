@@ -16,10 +16,11 @@ Per target (`hwnas.export.targets`), into `<out>/<target>/`:
    are priced by the op predictor fitted on the profile's ops;
 5. with `verify`: the artifact file itself timed by the device backend. When the profile was
    measured by that backend, its drift reference net is timed in the same interleaved rounds
-   and the measured latency is scaled to the profile's reference speed (`corrected_ms`, the
-   same correction `Profile.load` applies to the profile's rows), then compared with the
-   prediction (`ratio_to_predicted`). A reference more than 1.25x off its profiled time means a
-   busy machine rather than drift: then the raw time is compared and `drift_note` says so;
+   (`hwnas.profile.drift`) and the measured latency is scaled to the profile's reference speed
+   (`corrected_ms`, the same correction `Profile.load` applies to the profile's rows), then
+   compared with the prediction (`ratio_to_predicted`). A reference more than 1.25x off its
+   profiled time means a busy machine rather than drift: then the raw time is compared and
+   `drift_note` says so;
 6. `manifest.json`, validated against `hwnas.export.manifest.SCHEMA`.
 """
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,16 +39,17 @@ import torch
 from torch import nn
 
 from hwnas import __version__
+from hwnas._io import sha256, write_json
+from hwnas.convert.onnx import INPUT_NAME
+from hwnas.data import check_spec
 from hwnas.errors import HwnasError
-from hwnas.export.manifest import MANIFEST_VERSION, sha256, validate_manifest
-from hwnas.export.onnx import INPUT_NAME
+from hwnas.export.manifest import MANIFEST_VERSION, validate_manifest
 from hwnas.export.targets import PRECISIONS, Target, get_target
 from hwnas.space import Arch, space_of
 
 TOLERANCE_ABS = 1e-4  # fp32: max absolute difference to the torch model
 TOLERANCE_REL_FP16 = 2e-2  # fp16: max |diff| / max |torch output|
 MIN_AGREEMENT_INT8 = 0.9  # int8: top-1 agreement with the fp32 torch model
-MAX_DRIFT = 1.25  # --verify: a reference slowed beyond this means a busy machine, not drift
 
 
 @dataclass
@@ -67,6 +68,15 @@ class ExportConfig:
     threads: int | None = None  # verify threads (default: the profile's, else 1)
     parity_inputs: int = 8
     quick: bool = False  # the short timing protocol
+
+    def __post_init__(self) -> None:
+        """Refuse impossible settings before anything is built or written."""
+        if self.threads is not None and self.threads < 1:
+            raise HwnasError(f"threads must be >= 1, got {self.threads}")
+        if self.parity_inputs < 1:
+            raise HwnasError(f"parity_inputs must be >= 1, got {self.parity_inputs}")
+        if self.calib is not None:
+            check_spec(self.calib)
 
 
 def _now() -> str:
@@ -177,7 +187,7 @@ def parity(reference: np.ndarray, got: np.ndarray, precision: str,
 def _profile_for(target: Target, profiles: list, device: str | None):
     """The first profile measured by a backend that runs this target (and `device` if given)."""
     for prof in profiles:
-        backend = prof.device.get("backend")
+        backend = prof.record.backend
         if backend in target.devices and (device is None or backend == device):
             return prof
     return None
@@ -196,67 +206,45 @@ def _same_space(prof, arch: Arch) -> str:
 
 
 def predict(prof, arch: Arch) -> dict | None:
-    """Best-predictor latency of `arch` on a profile; ops missing from its table (another head)
-    are priced by the op predictor (`hwnas.latency.op_predictor`)."""
-    from hwnas.latency.op_predictor import load_or_fit
-    from hwnas.latency.validate import best_predictor, predict_one
+    """The manifest's `predicted`: `hwnas.latency.predict` with the profile's best predictor
+    (ops missing from its table, another head, are priced by the op predictor)."""
+    from hwnas.latency import predict as predict_arch
 
-    space = prof.space
-    as_profiled = space.arch(arch.choices)
-    model = best_predictor(prof)
-    ms, interval = predict_one(model, as_profiled)
-    note = ""
-    if arch.num_classes != space.num_classes:
-        mine = {op.key: op for op in space_of(arch).ops(arch)}
-        theirs = {op.key: op for op in space.ops(as_profiled)}
-        new = [op for k, op in mine.items() if k not in theirs]
-        old = [theirs[k] for k in theirs if k not in mine]
-        ops_model, _how = load_or_fit(prof)
-        lut = prof.lut
-        delta = float(ops_model.predict(new).sum()) - sum(lut[op.key] for op in old)
-        ms += delta
-        interval = [v + delta for v in interval] if interval else None
-        note = (f"{arch.num_classes}-class head priced by the op predictor "
-                f"({delta:+.3f} ms vs the profile's {space.num_classes}-class head)")
-    return {"profile": prof.name, "latency_ms": ms, "interval_ms": interval,
-            "predictor": getattr(model, "family_", "lut"), "note": note}
+    p = predict_arch(prof, arch)
+    return {"profile": prof.name, "latency_ms": p.ms,
+            "interval_ms": list(p.interval) if p.interval else None, "predictor": p.predictor,
+            "note": p.note}
 
 
 def verify(path: Path, device: str, input_shape: tuple[int, ...], prof, threads: int | None,
            quick: bool, predicted: dict | None) -> dict:
     """Time the artifact with the device backend (drift-corrected against the profile)."""
-    from hwnas.devices.measurement import Protocol, measure_interleaved
+    from hwnas.devices.measurement import Protocol
     from hwnas.devices.registry import get_backend
+    from hwnas.profile.drift import reference_item, time_with_reference
+    from hwnas.profile.items import load_item
 
-    same = prof is not None and prof.device.get("backend") == device
+    same = prof is not None and prof.record.backend == device
     if threads is None:
-        threads = int(prof.device.get("fingerprint", {}).get("threads", 1)) if same else 1
+        threads = prof.record.threads if same else 1
     backend = get_backend(device, threads=threads)
     try:
         backend.require()
     except Exception as e:
         raise HwnasError(str(e)) from None
     runners = {"artifact": backend.load(path, input_shape)}
-    base = prof.reference_median() if same else None
+    base = prof.reference_ms() if same else None
     ref = prof.reference_arch() if same else None
     with tempfile.TemporaryDirectory() as tmp:
-        if base and ref is not None:
-            torch.manual_seed(0)
-            module = space_of(ref).build(ref).eval()
-            ref_path = backend.convert(module, space_of(ref).input_shape(),
-                                       Path(tmp) / f"reference.{backend.artifact}")
-            runners["__reference__"] = backend.load(ref_path, space_of(ref).input_shape())
+        reference = (load_item(backend, reference_item(ref), Path(tmp))
+                     if base and ref is not None else None)
         protocol = Protocol.quick() if quick else Protocol()
-        res = measure_interleaved(runners, protocol, np.random.default_rng(0))
+        res, drift = time_with_reference(runners, reference, protocol, np.random.default_rng(0),
+                                         base)
     m = res["artifact"]
-    scale = base / res["__reference__"].median if "__reference__" in res else None
-    note = ""
-    if scale and not 1 / MAX_DRIFT <= scale <= MAX_DRIFT:
-        # A busy machine slows a long reference run more than a short one (time slicing): the
-        # ratio is no longer a machine-speed factor, so it is reported and not applied.
-        note = (f"the reference net ran at {1 / scale:.2f}x its profiled time: the machine is "
-                "busy, the drift correction is not applied; verify again on a quiet machine")
-    corrected = m.median * scale if scale and not note else None
+    # beyond MAX_DRIFT (1.25x) the machine is busy: the scale is reported, not applied
+    # (`hwnas.profile.drift.Drift`)
+    scale, note, corrected = drift.scale, drift.note, drift.correct(m.median)
     pred = predicted["latency_ms"] if predicted else None
     ratio = (corrected or m.median) / pred if pred else None  # = compared_ms / predicted
     return {"device": device, "threads": threads, "runtime": backend.runtime_version(),
@@ -274,14 +262,14 @@ def compared_ms(verified: dict) -> float:
 def _fingerprint_matches(backend, prof) -> bool:
     from hwnas.devices.fingerprint import IDENTITY_FIELDS
 
-    mine, theirs = backend.fingerprint(), prof.device.get("fingerprint", {})
+    mine, theirs = backend.fingerprint(), prof.record.fingerprint
     return all(mine.get(k) == theirs.get(k) for k in IDENTITY_FIELDS if k in theirs)
 
 
 # --- the whole export -------------------------------------------------------------------------
 def export(config: ExportConfig, log: Callable[[str], None] = lambda _m: None) -> list[dict]:
     """Export, check and describe the arch for every target; returns the manifests."""
-    from hwnas.latency.profile import Profile
+    from hwnas.profile.reader import Profile
 
     if config.precision not in PRECISIONS:
         raise HwnasError(f"unknown precision {config.precision!r}; use {', '.join(PRECISIONS)}")
@@ -382,12 +370,8 @@ def export(config: ExportConfig, log: Callable[[str], None] = lambda _m: None) -
             "quantization": quant, "predicted": predicted, "verified": verified,
         }
         validate_manifest(manifest)
-        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json))
+        write_json(folder / "manifest.json", manifest)
         manifests.append(manifest)
     return manifests
 
 
-def _json(value: object) -> object:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return str(value)

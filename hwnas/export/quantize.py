@@ -6,7 +6,7 @@
 - TFLite: ai-edge-quantizer's `static_wi8_ai8` recipe (int8 weights and activations, min/max
   calibration through the LiteRT interpreter) applied to the float .tflite from litert-torch.
 
-Calibration images come from a data spec (`hwnas.search.data`: `digits`, `folder:PATH`,
+Calibration images come from a data spec (`hwnas.data`: `digits`, `folder:PATH`,
 `cifar10:PATH`) at the export resolution, normalised as in training.
 """
 
@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hwnas._io import write_atomic
+from hwnas.convert.tflite import quiet_fds
 from hwnas.errors import HwnasError
-from hwnas.export.tflite import quiet_fds
 
 
 def calibration_images(spec: str, resolution: int, count: int = 64, seed: int = 0
@@ -30,7 +31,7 @@ def calibration_images(spec: str, resolution: int, count: int = 64, seed: int = 
     Calibration images come from the training split, the held-out ones from the test split, so
     the accuracy change of int8 is measured on images the calibration never saw.
     """
-    from hwnas.search.data import load_data
+    from hwnas.data import load_data
 
     data = load_data(spec, resolution, seed)
     rng = np.random.default_rng(seed)
@@ -104,7 +105,5 @@ def quantize_tflite(fp32_path: Path, out_path: Path, calibration: np.ndarray | N
         qt.load_quantization_recipe(recipe.static_wi8_ai8())
         result = qt.calibrate({key: samples}, num_threads=1)
         quantized = qt.quantize(result, enable_progress_report=False).quantized_model
-    tmp = Path(out_path).with_name(Path(out_path).name + ".tmp")
-    tmp.write_bytes(bytes(quantized))
-    tmp.replace(out_path)
+    write_atomic(out_path, bytes(quantized))
     return Path(out_path)

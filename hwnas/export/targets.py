@@ -2,7 +2,7 @@
 
 A `Target` writes the artifact of a torch module (`write`) and runs that artifact in its own
 runtime on a batch of inputs (`run`), which is what the parity check compares with torch. The
-conversion code is the one the measuring backends use (`hwnas.export.onnx`, `.tflite`,
+conversion code is the one the measuring backends use (`hwnas.convert.onnx`, `.tflite`,
 `.torch_program`, `.tensorrt`), so what `--verify` times is what a profile measured.
 """
 
@@ -97,12 +97,12 @@ class OnnxTarget(Target):
     packages = ("onnx", "onnxruntime")
 
     def write_fp32(self, module, input_shape, path):
-        from hwnas.export.onnx import export_onnx
+        from hwnas.convert.onnx import export_onnx
 
         return export_onnx(module, input_shape, path)
 
     def quantize(self, fp32_path, path, calibration):
-        from hwnas.export.onnx import INPUT_NAME
+        from hwnas.convert.onnx import INPUT_NAME
         from hwnas.export.quantize import quantize_onnx
 
         return quantize_onnx(fp32_path, path, calibration, INPUT_NAME)
@@ -134,7 +134,7 @@ class TfliteTarget(Target):
         return LiteRTBackend.available()
 
     def write_fp32(self, module, input_shape, path):
-        from hwnas.export.tflite import export_tflite
+        from hwnas.convert.tflite import export_tflite
 
         return export_tflite(module, input_shape, path)
 
@@ -146,7 +146,7 @@ class TfliteTarget(Target):
     def run(self, path, inputs):
         from ai_edge_litert.interpreter import Interpreter
 
-        from hwnas.devices.litert import from_output, to_input
+        from hwnas.convert.tflite import from_output, to_input
 
         interp = Interpreter(model_path=str(path), num_threads=1)
         interp.allocate_tensors()
@@ -166,7 +166,7 @@ class TorchTarget(Target):
     devices = ("torch-cpu", "torch-cuda")
 
     def write_fp32(self, module, input_shape, path):
-        from hwnas.export.torch_program import export_program
+        from hwnas.convert.torch_program import export_program
 
         return export_program(module, input_shape, path)
 
@@ -189,12 +189,12 @@ class TensorrtTarget(Target):
 
     @classmethod
     def available(cls):
-        from hwnas.export.tensorrt import tensorrt_available
+        from hwnas.convert.tensorrt import tensorrt_available
 
         return tensorrt_available()
 
     def write(self, module, input_shape, path, precision="fp32", calibration=None):
-        from hwnas.export.tensorrt import build_engine
+        from hwnas.convert.tensorrt import build_engine
 
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = OnnxTarget().write(module, input_shape, Path(tmp) / "model.onnx",

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hwnas.devices.sampling import net_id
-from hwnas.devices.store import SCHEMA_VERSION, now, write_json, write_parquet
 from hwnas.errors import HwnasError
+from hwnas.profile.record import ProfileRecord, write_record
+from hwnas.profile.sampling import net_id
+from hwnas.profile.store import now, write_parquet
 from hwnas.space import OpSpec, SearchSpace, get_space
 from hwnas.space.fbnet import FBNET_CHOICES
 
@@ -59,11 +60,13 @@ def _new_profile_dir(out_dir: str | Path) -> Path:
     return out
 
 
-def _device(space: SearchSpace, fingerprint: dict, notes: str, **extra: object) -> dict:
-    return {"schema_version": SCHEMA_VERSION, "created": now(), "updated": now(),
-            "status": "complete", "imported": True, "fingerprint": fingerprint,
-            "backend": "imported", "space": space.name, "space_settings": _settings(space),
-            "notes": notes, **extra}
+def _record(space: SearchSpace, fingerprint: dict, notes: str, nets_only: bool = False,
+            **extra: object) -> ProfileRecord:
+    """The record of an imported profile (`extra`: importer-specific fields)."""
+    return ProfileRecord(space=space.name, space_settings=_settings(space),
+                         fingerprint=fingerprint, created=now(), updated=now(),
+                         status="complete", backend="imported", imported=True, notes=notes,
+                         nets_only=nets_only, extra=dict(extra))
 
 
 # --- ProxylessNAS YAML --------------------------------------------------------------------------
@@ -87,7 +90,10 @@ def _read_yaml(path: Path) -> dict:
         raise HwnasError("reading a ProxylessNAS YAML table needs pyyaml (pip install pyyaml)") \
             from None
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise HwnasError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") \
+            from None
     except yaml.YAMLError as e:
         raise HwnasError(f"{path}: malformed YAML ({e})") from None
     if not isinstance(data, dict) or not data:
@@ -119,9 +125,9 @@ def import_proxyless_yaml(path: str | Path, out_dir: str | Path) -> Path:
     stem conv, `expanded_conv` an MBConv (its `idskip` must agree with the op's residual), `Conv_1`
     the 1x1 head conv, `Logits` the pool + linear classifier. Entries that match no op (e.g. the
     first block at kernels 5 and 7, which the space never runs) are logged and listed in
-    device.json `unmatched_entries`; an op of the space missing from the YAML is an error. The
-    published *mean* becomes `median_ms` (the table has no median), `count` becomes `n`; no
-    percentiles are invented. Returns the profile folder.
+    device.json `unmatched_entries` (in `ProfileRecord.extra`); an op of the space missing from
+    the YAML is an error. The published *mean* becomes `median_ms` (the table has no median),
+    `count` becomes `n`; no percentiles are invented. Returns the profile folder.
     """
     src = _check_file(path)
     data = _read_yaml(src)
@@ -152,7 +158,7 @@ def import_proxyless_yaml(path: str | Path, out_dir: str | Path) -> Path:
              "MEAN latency (the table has no median or percentiles), n the published count, var_ms2 "
              "the published variance.")
     write_parquet(out / "ops.parquet", pd.DataFrame(rows).sort_values("key", ignore_index=True))
-    write_json(out / "device.json", _device(space, fingerprint, notes, unmatched_entries=unmatched))
+    write_record(out, _record(space, fingerprint, notes, unmatched_entries=unmatched))
     return out
 
 
@@ -338,5 +344,5 @@ def import_latency_csv(path: str | Path, device_column: str, out_dir: str | Path
     notes = (f"Whole-network latencies imported from column {col!r} of {src.name}; median_ms holds "
              f"the published value (no per-run statistics are available). No lookup table.")
     write_parquet(out / "nets.parquet", nets)
-    write_json(out / "device.json", _device(sp, fingerprint, notes, nets_only=True))
+    write_record(out, _record(sp, fingerprint, notes, nets_only=True))
     return out

@@ -31,6 +31,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from hwnas.errors import HwnasError
+from hwnas.latency.base import LatencyPredictor
 from hwnas.latency.lut import LookupTablePredictor
 from hwnas.space import Arch
 
@@ -47,18 +48,29 @@ FAMILIES = {
 SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 
 
-class NetworkPredictor:
-    """`fit(lut, archs, latency_ms)`, `predict(archs)`, `predict_interval(archs, alpha)`.
+class NetworkPredictor(LatencyPredictor):
+    """`fit(lut, archs, latency_ms)`, `predict(archs)`, `interval(archs)` (coverage 1 - alpha).
 
     Fitted: `family_`, `model_`, `cv_mape_` (per family), `q_` (conformal half-width in log
     space at `alpha_`), `lut_`.
     """
+
+    @property
+    def name(self) -> str:
+        return f"learned ({self.family_})"
+
+    @property
+    def coverage(self) -> float:
+        """Nominal coverage of `interval`: 1 - alpha."""
+        return 1 - self.alpha_
 
     def __init__(self, families: tuple[str, ...] = tuple(FAMILIES), alpha: float = 0.1,
                  folds: int = 5, seed: int = 0) -> None:
         unknown = set(families) - set(FAMILIES)
         if unknown:
             raise HwnasError(f"unknown predictor families: {', '.join(sorted(unknown))}")
+        if not 0.0 < alpha < 1.0:
+            raise HwnasError(f"alpha (interval miscoverage) must be within (0, 1), got {alpha}")
         self.families, self.alpha, self.folds, self.seed = families, alpha, folds, seed
 
     # --- features -----------------------------------------------------------------------------
@@ -79,9 +91,9 @@ class NetworkPredictor:
         width = max(self._n_choices)
         self._macs_table = np.zeros((len(space.layers), width))
         for i in range(len(space.layers)):
-            for j, op in enumerate(space.candidates(i)):
-                self._macs_table[i, j] = 0 if op is None else op.macs
-        self._macs_fixed = float(sum(op.macs for op in space.stem_ops() + space.head_ops()))
+            for j in range(self._n_choices[i]):
+                self._macs_table[i, j] = sum(op.macs for op in space.choice_ops(i, j))
+        self._macs_fixed = float(sum(op.macs for op in space.fixed_ops()))
 
     # --- one family ---------------------------------------------------------------------------
     @staticmethod
@@ -127,15 +139,15 @@ class NetworkPredictor:
         self.n_train_ = int(y.size)
         return self
 
+    def indices(self, archs: list[Arch]) -> np.ndarray:
+        return self.lut_.indices(archs)
+
     def predict_indices(self, idx: np.ndarray) -> np.ndarray:
         x, s = self.features(np.asarray(idx))
         return self._predict_one(self.family_, self.model_, x, s)
 
-    def predict(self, archs: list[Arch]) -> np.ndarray:
-        return self.predict_indices(self.lut_.indices(archs))
-
-    def predict_interval(self, archs: list[Arch]) -> tuple[np.ndarray, np.ndarray]:
-        """(low, high) with nominal coverage 1 - alpha_."""
+    def interval(self, archs: list[Arch]) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) with nominal coverage 1 - alpha_ (conformal, see the module docstring)."""
         p = self.predict(archs)
         return p * math.exp(-self.q_), p * math.exp(self.q_)
 
@@ -149,7 +161,7 @@ class NetworkPredictor:
     def save(self, root: str | Path) -> None:
         import skops.io as sio
 
-        from hwnas.devices.store import write_atomic, write_json
+        from hwnas._io import write_atomic, write_json
 
         root = Path(root)
         meta = {"family": self.family_, "alpha": self.alpha_, "q": self.q_,

@@ -10,11 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 from hwnas.errors import HwnasError
+from hwnas.latency.base import LatencyPredictor
 from hwnas.space import Arch, OpSpec, SearchSpace
 
 
-class LookupTablePredictor:
-    """`fit(space, lut)` then `predict(archs)`; fitted: `space_`, `fixed_ms_`, `table_`."""
+class LookupTablePredictor(LatencyPredictor):
+    """`fit(space, lut)` then `predict(archs)`; fitted: `space_`, `fixed_ms_`, `table_`.
+
+    No intervals (`interval` is None): the table sum is a point estimate.
+    """
+
+    name = "lut"
 
     def fit(self, space: SearchSpace, lut: dict[str, float]) -> LookupTablePredictor:
         missing = [op.key for op in space.distinct_ops() if op.key not in lut]
@@ -23,17 +29,17 @@ class LookupTablePredictor:
                              f"{space.name!r}, e.g. {missing[0]}")
         self.space_ = space
         self.lut_ = dict(lut)
-        self.fixed_ms_ = float(sum(lut[op.key] for op in space.stem_ops() + space.head_ops()))
+        self.fixed_ms_ = float(sum(lut[op.key] for op in space.fixed_ops()))
         width = max(len(layer.choices) for layer in space.layers)
         table = np.full((len(space.layers), width), np.nan)
-        for i in range(len(space.layers)):
-            for j, op in enumerate(space.candidates(i)):
-                table[i, j] = 0.0 if op is None else lut[op.key]
+        for i, layer in enumerate(space.layers):
+            for j in range(len(layer.choices)):  # a choice's ops: one (chain) or one per cell
+                table[i, j] = float(sum(lut[op.key] for op in space.choice_ops(i, j)))
         self.table_ = table
         return self
 
     @classmethod
-    def from_profile(cls, profile) -> LookupTablePredictor:  # profile: hwnas.latency.Profile
+    def from_profile(cls, profile) -> LookupTablePredictor:  # profile: hwnas.profile.Profile
         return cls().fit(profile.space, profile.lut)
 
     def indices(self, archs: list[Arch]) -> np.ndarray:
@@ -42,18 +48,16 @@ class LookupTablePredictor:
             .reshape(len(archs), len(self.space_.layers))
 
     def predict_indices(self, idx: np.ndarray) -> np.ndarray:
-        """Latency (ms) of each row of an (N, layers) index matrix."""
-        idx = np.asarray(idx)
+        """Latency (ms) of each row of an (N, layers) index matrix (priced as the network it
+        runs: `SearchSpace.canonical_indices`, the identity for chain spaces)."""
+        idx = self.space_.canonical_indices(np.asarray(idx))
         rows = np.arange(self.table_.shape[0])
         return self.fixed_ms_ + self.table_[rows[None, :], idx].sum(axis=1)
-
-    def predict(self, archs: list[Arch]) -> np.ndarray:
-        return self.predict_indices(self.indices(archs))
 
     def per_layer(self, idx: np.ndarray) -> np.ndarray:
         """(N, layers) per-layer latency (the features of learned corrections)."""
         rows = np.arange(self.table_.shape[0])
-        return self.table_[rows[None, :], np.asarray(idx)]
+        return self.table_[rows[None, :], self.space_.canonical_indices(np.asarray(idx))]
 
     def breakdown(self, arch: Arch) -> list[tuple[OpSpec, float]]:
         """Each op the arch runs with its table latency."""

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from hwnas.errors import HwnasError
 from hwnas.space import OpSpec
 
 FREE_OPS = {"Flatten", "Reshape", "Identity", "Constant", "Shape", "Squeeze", "Unsqueeze",
@@ -424,13 +425,29 @@ def _nchwc_conv(spec: OpSpec) -> bool:
 
 
 def _load(model):
+    """A ModelProto from a path, bytes or a ModelProto; an unreadable or empty model is an
+    `HwnasError` naming the file (a corrupt file must not be "predicted" at 0 ms)."""
     import onnx
 
-    if isinstance(model, onnx.ModelProto):
-        return model
-    if isinstance(model, bytes | bytearray):
-        return onnx.load_from_string(bytes(model))
-    return onnx.load(str(Path(model)))
+    name = "the ONNX model"
+    try:
+        if isinstance(model, onnx.ModelProto):
+            proto = model
+        elif isinstance(model, bytes | bytearray):
+            proto = onnx.load_from_string(bytes(model))
+        else:
+            name = str(model)
+            if not Path(model).is_file():
+                raise HwnasError(f"{name}: file not found")
+            proto = onnx.load(name)
+    except HwnasError:
+        raise
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise HwnasError(f"{name}: not a readable ONNX model ({type(e).__name__}: {e})") \
+            from None
+    if not proto.graph.node:
+        raise HwnasError(f"{name}: the ONNX graph has no nodes (an empty or truncated file?)")
+    return proto
 
 
 # --- pricing ----------------------------------------------------------------------------------
@@ -570,8 +587,8 @@ def _price(op: GraphOp, spec: OpSpec | None, lut: dict[str, float],
 
 def predict_module(module: nn.Module, input_shape: tuple[int, ...], lut: dict[str, float],
                    op_predictor=None, **kwargs) -> OnnxPrediction:
-    """`predict_onnx` of a torch module, exported as `hwnas.export.onnx` exports it."""
-    from hwnas.export.onnx import to_onnx_bytes
+    """`predict_onnx` of a torch module, exported as `hwnas.convert.onnx` exports it."""
+    from hwnas.convert.onnx import to_onnx_bytes
 
     return predict_onnx(to_onnx_bytes(module.eval(), tuple(input_shape)), lut, op_predictor,
                         **kwargs)
@@ -585,7 +602,7 @@ def predict_onnx_profile(profile, path: str | Path) -> dict:
     from hwnas.latency.op_predictor import load_or_fit
 
     predictor, how = load_or_fit(profile)
-    ort_cpu = profile.device.get("backend", "ort-cpu") == "ort-cpu"
+    ort_cpu = (profile.record.backend or "ort-cpu") == "ort-cpu"
     result = predict_onnx(path, profile.lut, predictor, fuse_residual_add=ort_cpu,
                           in_network=ort_cpu).to_dict()
     result["profile"] = profile.name
@@ -595,7 +612,7 @@ def predict_onnx_profile(profile, path: str | Path) -> dict:
                                   f"{profile.root}` saves it in the profile")
     if not ort_cpu:
         result["warnings"].append(f"the in-network corrections model onnxruntime's CPU provider; "
-                                  f"for {profile.device.get('backend')} this is the plain op sum")
+                                  f"for {profile.record.backend} this is the plain op sum")
     if "source" in profile.ops and not (profile.ops["source"] == "generic").any():
         result["warnings"].append("the profile has no generic ops (hwnas profile --generic N): "
                                   "ops outside its space are extrapolated")

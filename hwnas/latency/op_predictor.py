@@ -304,7 +304,7 @@ class OpPredictor:
         """Write op_predictor.npz (the trees' arrays) and op_predictor.json into `root`."""
         import io
 
-        from hwnas.devices.store import write_atomic, write_json
+        from hwnas._io import write_atomic, write_json
 
         if not hasattr(self, "global_"):
             raise HwnasError("OpPredictor is not fitted: nothing to save")

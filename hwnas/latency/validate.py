@@ -9,8 +9,9 @@ from hwnas.latency.learned import NetworkPredictor
 from hwnas.latency.lut import LookupTablePredictor
 from hwnas.latency.metrics import accuracy
 from hwnas.latency.op_predictor import OpPredictor
-from hwnas.latency.profile import Profile
-from hwnas.space import Arch
+from hwnas.profile.reader import Profile
+
+MIN_SPLIT = 10  # nets on each side of a train/test split
 
 
 def split(n: int, test_frac: float = 0.4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -30,16 +31,23 @@ def flops_linear(macs_train: np.ndarray, y_train: np.ndarray, macs_test: np.ndar
 def validate(profile: Profile, test_frac: float = 0.4, seed: int = 0, alpha: float = 0.1
              ) -> dict:
     """Fit on a train split of the profile's nets, report metrics on the held-out rest."""
+    if not 0.0 < test_frac < 1.0:
+        raise HwnasError(f"test_frac must be within (0, 1), got {test_frac}")
+    if not 0.0 < alpha < 1.0:
+        raise HwnasError(f"alpha (interval miscoverage) must be within (0, 1), got {alpha}")
     archs, y = profile.archs(), profile.net_latency()
     if len(archs) < 20:
         raise HwnasError(f"{profile.root}: validation needs at least 20 measured networks, "
                          f"the profile has {len(archs)}")
-    lut = LookupTablePredictor.from_profile(profile)
     tr, te = split(len(archs), test_frac, seed)
+    if min(tr.size, te.size) < MIN_SPLIT:
+        raise HwnasError(f"test_frac {test_frac} leaves {tr.size} training and {te.size} "
+                         f"held-out nets of {len(archs)}; each side needs at least {MIN_SPLIT}")
+    lut = LookupTablePredictor.from_profile(profile)
     a_tr, a_te = [archs[i] for i in tr], [archs[i] for i in te]
     macs = profile.nets["macs"].to_numpy(dtype=float)
     learned = NetworkPredictor(alpha=alpha, seed=seed).fit(lut, a_tr, y[tr])
-    lo, hi = learned.predict_interval(a_te)
+    lo, hi = learned.interval(a_te)
     results = {
         "flops_linear": accuracy(y[te], flops_linear(macs[tr], y[tr], macs[te])),
         "lut_sum": accuracy(y[te], lut.predict(a_te)),
@@ -77,20 +85,3 @@ def fit_and_save(profile: Profile, alpha: float = 0.1, seed: int = 0) -> Network
     if len(profile.ops) >= 2:
         OpPredictor().fit(profile.ops).save(profile.root)
     return model
-
-
-def predict_one(model, arch: Arch) -> tuple[float, list[float] | None]:
-    """One arch's predicted latency and, where the predictor gives one, its interval."""
-    ms = float(model.predict([arch])[0])
-    if not hasattr(model, "predict_interval"):
-        return ms, None
-    lo, hi = model.predict_interval([arch])
-    return ms, [float(lo[0]), float(hi[0])]
-
-
-def best_predictor(profile: Profile):
-    """The profile's saved learned predictor when present, else the lookup-table sum."""
-    lut = LookupTablePredictor.from_profile(profile)
-    if (profile.root / "predictor.json").exists():
-        return NetworkPredictor.load(profile.root, lut)
-    return lut

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from hwnas import __version__
+from hwnas._io import write_text
 from hwnas.errors import HwnasError
 from hwnas.report import plots
 
@@ -74,11 +75,11 @@ def _read_json(path: Path) -> dict:
 
 # --- sections ---------------------------------------------------------------------------------
 def _device_section(prof) -> str:
-    fp = prof.device.get("fingerprint", {})
+    fp = prof.record.fingerprint
     rows = [{"field": k, "value": v} for k, v in fp.items()]
-    info = (f"{_esc(prof.device.get('space'))} space, "
+    info = (f"{_esc(prof.record.space)} space, "
             f"{len(prof.ops)} lookup-table ops, {len(prof.nets)} measured networks; status "
-            f"{_esc(prof.device.get('status', '-'))}")
+            f"{_esc(prof.record.status or '-')}")
     return f"<h2>Device</h2><p>{info}</p>" + _table(rows, left=("field", "value"))
 
 
@@ -184,7 +185,7 @@ def _export_section(folder: Path) -> str:
 def build_report(profile: str | Path, run: str | Path | None = None,
                  export: str | Path | None = None, out: str | Path = "report.html") -> Path:
     """Write the HTML report; returns its path."""
-    from hwnas.latency.profile import Profile
+    from hwnas.profile.reader import Profile
 
     prof = Profile.load(profile)
     sections = [_device_section(prof), _validation_section(prof)]
@@ -206,7 +207,5 @@ def build_report(profile: str | Path, run: str | Path | None = None,
             + "</body></html>")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
+    write_text(out, page)
     return out

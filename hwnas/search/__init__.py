@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hwnas.search.data import ImageData, load_data
+from hwnas.data import ImageData, load_data
 from hwnas.search.run import SearchConfig, run_search, train_arch
 from hwnas.search.supernet import MixedOp, SuperNet
 

@@ -2,12 +2,13 @@
 
 What a search does (and writes to `out`):
 
-1. loads the profile (`Profile.load`) and its best predictor (`best_predictor`: the learned
+1. loads the profile (`Profile.load`) and the predictor that prices networks (a
+   `LatencyPredictor` passed to `run_search`, by default `best_predictor`: the learned
    correction when the profile has one, else the lookup-table sum), builds the lookup table
-   (`LookupTablePredictor`) and the differentiable `ExpectedLatency` over it; when the learned
-   correction is linear in the table sum its scale and offset go into E[LAT] exactly; for another
-   learned family E[LAT] is scaled by the mean predictor / table ratio over 256 sampled networks
-   (a simplification: those corrections are not linear in the probabilities);
+   (`LookupTablePredictor`) and the differentiable `ExpectedLatency` over it; when the predictor
+   is affine in the table sum (the linear learned correction) its scale and offset go into E[LAT]
+   exactly; for another predictor E[LAT] is scaled by the mean predictor / table ratio over 256
+   sampled networks (a simplification: those corrections are not linear in the probabilities);
 2. refuses at once (`HwnasError`) a budget below the latency of the fastest network of the space,
    naming that latency;
 3. builds the supernet at the training resolution and width (`train_resolution`, default 32, and
@@ -43,7 +44,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,13 +52,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hwnas._io import atomic_path, write_json
+from hwnas.data import ImageData, check_spec, load_data
 from hwnas.errors import HwnasError
-from hwnas.latency.learned import NetworkPredictor
+from hwnas.latency import LatencyPredictor, LookupTablePredictor, best_predictor
 from hwnas.latency.loss import ExpectedLatency, LatencyLoss
-from hwnas.latency.lut import LookupTablePredictor
-from hwnas.latency.profile import Profile
-from hwnas.latency.validate import best_predictor
-from hwnas.search.data import ImageData, load_data
+from hwnas.profile.reader import Profile
 from hwnas.search.supernet import SuperNet
 from hwnas.search.trainer import BudgetController, SearchLoop, evaluate_network, train_network
 from hwnas.space import Arch, SearchSpace, get_space, space_of
@@ -130,6 +129,9 @@ class SearchConfig:
             raise HwnasError("nothing to do: epochs + warmup_epochs must be at least 1")
         if self.batch_size < 2:
             raise HwnasError("batch_size must be at least 2 (BatchNorm needs a batch)")
+        if not 0.0 <= self.fill_floor <= 1.0:
+            raise HwnasError(f"fill_floor must be within [0, 1], got {self.fill_floor}")
+        check_spec(self.data)
         if self.train_resolution is not None and self.train_resolution < 8:
             raise HwnasError(f"train_resolution must be at least 8, got {self.train_resolution}")
 
@@ -141,11 +143,13 @@ class SearchConfig:
 
 @dataclass
 class LatencyModel:
-    """The profile's latency predictors as the search uses them."""
+    """The latency predictor as the search uses it: `best` prices networks (the argmax network,
+    the repairs, the final one), `expected` is the differentiable E[LAT] over the profile's table
+    (scaled to follow `best`, see `expected_latency_fit`)."""
 
     profile: Profile
     lut: LookupTablePredictor
-    best: object  # NetworkPredictor or LookupTablePredictor
+    best: LatencyPredictor
     expected: ExpectedLatency
     scale: float
     offset: float
@@ -155,40 +159,51 @@ class LatencyModel:
 
     @property
     def predictor_name(self) -> str:
-        if isinstance(self.best, NetworkPredictor):
-            return f"learned ({self.best.family_})"
-        return "lookup-table sum"
+        return self.best.name
 
     def predict_indices(self, idx: np.ndarray) -> np.ndarray:
         return np.asarray(self.best.predict_indices(np.asarray(idx)), dtype=float)
 
     def interval(self, arch: Arch) -> tuple[float, float] | None:
-        if isinstance(self.best, NetworkPredictor):
-            lo, hi = self.best.predict_interval([arch])
-            return float(lo[0]), float(hi[0])
-        return None
+        bounds = self.best.interval([arch])
+        return None if bounds is None else (float(bounds[0][0]), float(bounds[1][0]))
 
 
-def latency_model(profile_dir: Path | str) -> LatencyModel:
-    """Load a profile with its best predictor and the differentiable E[LAT] for the search."""
+def expected_latency_fit(best: LatencyPredictor, lut: LookupTablePredictor,
+                         samples: int = 256) -> tuple[float, float, str]:
+    """(scale, offset, note) with which E[LAT] = scale * table sum + offset follows `best`.
+
+    On `samples` uniformly sampled networks (seed 0): when `best` is the table sum, (1, 0); when
+    it is exactly affine in the table sum (the `linear` learned correction), that line, so E[LAT]
+    is exact; otherwise the mean ratio of `best` to the table sum (a simplification: such
+    corrections are not linear in the probabilities).
+    """
+    rng = np.random.default_rng(0)
+    idx = np.stack([rng.integers(0, len(layer.choices), samples)
+                    for layer in lut.space_.layers], 1)
+    s = lut.predict_indices(idx)
+    p = np.asarray(best.predict_indices(idx), dtype=float)
+    if np.allclose(p, s, rtol=1e-9, atol=0.0):
+        return 1.0, 0.0, "lookup-table sum"
+    a, b = (float(v) for v in np.polyfit(s, p, 1))
+    if np.allclose(a * s + b, p, rtol=1e-9, atol=1e-9):
+        return a, b, f"linear correction of the table sum ({a:.4g} x + {b:.4g} ms)"
+    scale = float(np.mean(p / s))
+    return scale, 0.0, (f"table sum scaled by {scale:.4g}, the mean ratio of the {best.name} "
+                        f"predictor to the table sum over {samples} sampled networks")
+
+
+def latency_model(profile_dir: Path | str, predictor: LatencyPredictor | None = None
+                  ) -> LatencyModel:
+    """Load a profile, the predictor that prices networks (`predictor`, default the profile's
+    `best_predictor`) and the differentiable E[LAT] for the search."""
     profile = Profile.load(profile_dir)
     if not len(profile.ops):
         raise HwnasError(f"{profile.root}: the profile has no lookup table (ops.parquet): a "
                          "gradient search needs per-op latencies")
-    best = best_predictor(profile)
-    lut = best.lut_ if isinstance(best, NetworkPredictor) else best
-    scale, offset, note = 1.0, 0.0, "lookup-table sum"
-    if isinstance(best, NetworkPredictor):
-        if best.family_ == "linear":
-            scale, offset = best.linear_correction()
-            note = f"linear correction of the table sum ({scale:.4g} x + {offset:.4g} ms)"
-        elif best.family_ != "lut":
-            rng = np.random.default_rng(0)
-            idx = np.stack([rng.integers(0, len(layer.choices), 256)
-                            for layer in lut.space_.layers], 1)
-            scale = float(np.mean(best.predict_indices(idx) / lut.predict_indices(idx)))
-            note = (f"table sum scaled by {scale:.4g}, the mean ratio of the learned "
-                    f"{best.family_} predictor to the table sum over 256 sampled networks")
+    best = predictor if predictor is not None else best_predictor(profile)
+    lut = LookupTablePredictor.from_profile(profile)
+    scale, offset, note = expected_latency_fit(best, lut)
     expected = ExpectedLatency.from_predictor(lut, scale, offset)
     model = LatencyModel(profile, lut, best, expected, scale, offset, note)
     fastest, slowest = lut.extremes()
@@ -304,24 +319,28 @@ def training_space(profile_space: SearchSpace, resolution: int | None, width: fl
 
 
 # --- run_search ---------------------------------------------------------------------------------
-def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = None) -> dict:
+def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = None,
+               predictor: LatencyPredictor | None = None) -> dict:
     """Run (or resume) a search; returns the summary dict that is written to summary.json.
 
     `progress`, when given, is called after every epoch with that epoch's history row plus
-    `epochs_total`.
+    `epochs_total`. `predictor` prices the networks (default: the profile's `best_predictor`),
+    the way once-for-all's `EvolutionFinder` receives its efficiency predictor; E[LAT] stays the
+    profile's table sum, fitted to follow it (`expected_latency_fit`).
     """
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(int(config.threads))
     try:
-        return _run_search(config, progress)
+        return _run_search(config, progress, predictor)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None) -> dict:
+def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None,
+                predictor: LatencyPredictor | None) -> dict:
     t_start = time.monotonic()
-    model = latency_model(config.profile)
+    model = latency_model(config.profile, predictor)
     check_budget(model, config.budget_ms)
     pspace = model.profile.space
     data = load_data(config.data, config.train_resolution or pspace.resolution, config.seed,
@@ -357,7 +376,7 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None) -
     else:
         for stale in (ckpt, out / "history.csv", out / "summary.json", out / "arch.json"):
             stale.unlink(missing_ok=True)
-    _write_json(out / "config.json", config.to_dict())
+    write_json(out / "config.json", config.to_dict())
 
     total = config.warmup_epochs + config.epochs
     for epoch in range(start, total):
@@ -379,7 +398,7 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None) -
 
     summary = _finish(config, model, net, loop, data, tspace, history)
     summary["wall_s"] = time.monotonic() - t_start
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     return summary
 
 
@@ -433,8 +452,7 @@ def _finish(config: SearchConfig, model: LatencyModel, net: SuperNet, loop: Sear
         "met": bool(met),
         "predicted_ms": final_ms,
         "interval_ms": list(interval) if interval else None,
-        "interval_note": (f"conformal interval, nominal coverage {1 - model.best.alpha_:.0%}"
-                          if interval else "lookup-table sum: no interval"),
+        "interval_note": _interval_note(model.best, interval is not None),
         "predictor": model.predictor_name,
         "expected_latency_model": model.note,
         "message": message,
@@ -464,6 +482,14 @@ def _finish(config: SearchConfig, model: LatencyModel, net: SuperNet, loop: Sear
         "loss": config.loss,
         "profile": str(model.profile.root),
     }
+
+
+def _interval_note(predictor: LatencyPredictor, has_interval: bool) -> str:
+    if not has_interval:
+        return f"{predictor.name}: no interval"
+    if predictor.coverage is None:
+        return f"{predictor.name} interval"
+    return f"{predictor.name} interval, nominal coverage {predictor.coverage:.0%}"
 
 
 def _write_cloud(path: Path, space: SearchSpace, loop: SearchLoop, model: LatencyModel,
@@ -499,9 +525,8 @@ def _save_checkpoint(path: Path, net: SuperNet, epochs_done: int, weight: float,
     meta = {"epochs_done": str(epochs_done), "latency_weight": repr(float(weight)),
             "rl_baseline": "" if rl_baseline is None else repr(float(rl_baseline)),
             "format": "hwnas-search-1"}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def _resume(config: SearchConfig, out: Path, net: SuperNet, loop: SearchLoop
@@ -540,13 +565,11 @@ def _resume(config: SearchConfig, out: Path, net: SuperNet, loop: SearchLoop
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow(r)
-    os.replace(tmp, path)
 
 
 def _read_history(path: Path) -> list[dict]:
@@ -568,18 +591,6 @@ def _read_history(path: Path) -> list[dict]:
     return out
 
 
-def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-
-
-def _jsonable(o: object) -> object:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
 
 
 # --- train_arch ---------------------------------------------------------------------------------
@@ -602,6 +613,12 @@ def train_arch(arch: Arch | str | Path, data_spec: str = "digits", epochs: int =
     space_of(arch)  # validates the arch against its own space
     if epochs < 1:
         raise HwnasError("epochs must be at least 1")
+    if batch_size < 2:
+        raise HwnasError(f"batch_size must be at least 2 (BatchNorm needs a batch), got "
+                         f"{batch_size}")
+    if train_resolution is not None and train_resolution < 8:
+        raise HwnasError(f"train_resolution must be at least 8, got {train_resolution}")
+    check_spec(data_spec)
     saved_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
@@ -647,7 +664,8 @@ def _train_arch(arch: Arch, data_spec: str, epochs: int, batch_size: int, lr: fl
 
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
-                  str(out / "model.safetensors"), metadata={"arch": net_arch.to_json(None)})
-        _write_json(out / "train.json", result)
+        with atomic_path(out / "model.safetensors") as tmp:
+            save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+                      str(tmp), metadata={"arch": net_arch.to_json(None)})
+        write_json(out / "train.json", result)
     return result

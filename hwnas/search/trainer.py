@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.data import ImageData
 from hwnas.latency.loss import ExpectedLatency, LatencyLoss
-from hwnas.search.data import ImageData
 from hwnas.search.supernet import SuperNet
 
 LABEL_SMOOTHING = 0.1

@@ -6,11 +6,12 @@ from hwnas.errors import HwnasError
 from hwnas.space.arch import Arch
 from hwnas.space.base import Layer, SearchSpace
 from hwnas.space.fbnet import FBNetImageNetSpace, FBNetSpace
+from hwnas.space.nb201 import NB201Space
 from hwnas.space.ops import OpSpec
 from hwnas.space.proxyless import ProxylessSpace
 
 SPACES: dict[str, type[SearchSpace]] = {
-    cls.name: cls for cls in (ProxylessSpace, FBNetSpace, FBNetImageNetSpace)
+    cls.name: cls for cls in (ProxylessSpace, FBNetSpace, FBNetImageNetSpace, NB201Space)
 }
 
 
@@ -32,4 +33,4 @@ def space_of(arch: Arch) -> SearchSpace:
 
 
 __all__ = ["Arch", "Layer", "OpSpec", "SearchSpace", "SPACES", "get_space", "space_of",
-           "ProxylessSpace", "FBNetSpace", "FBNetImageNetSpace"]
+           "ProxylessSpace", "FBNetSpace", "FBNetImageNetSpace", "NB201Space"]

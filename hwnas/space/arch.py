@@ -38,7 +38,9 @@ class Arch:
         return json.dumps(self.to_dict(), indent=indent)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json() + "\n")
+        from hwnas._io import write_text
+
+        write_text(path, self.to_json() + "\n")
 
     @classmethod
     def from_dict(cls, d: object) -> Arch:
@@ -68,8 +70,12 @@ class Arch:
                        meta=dict(d.get("meta") or {}))
         except (TypeError, ValueError) as e:
             raise HwnasError(f"arch has a field of the wrong type: {e}") from None
-        if arch.resolution < 8 or arch.width <= 0 or arch.num_classes < 1:
-            raise HwnasError("arch needs resolution >= 8, width > 0 and num_classes >= 1")
+        if not (MIN_RESOLUTION <= arch.resolution <= MAX_RESOLUTION and 0 < arch.width <= 4
+                and 1 <= arch.num_classes <= MAX_CLASSES):
+            raise HwnasError(f"arch needs {MIN_RESOLUTION} <= resolution <= {MAX_RESOLUTION}, "
+                             f"0 < width <= 4 and 1 <= num_classes <= {MAX_CLASSES}; got "
+                             f"resolution {arch.resolution}, width {arch.width}, num_classes "
+                             f"{arch.num_classes}")
         return arch
 
     @classmethod
@@ -79,6 +85,8 @@ class Arch:
         except json.JSONDecodeError as e:
             raise HwnasError(f"malformed arch JSON: {e.msg} at line {e.lineno} column {e.colno}")\
                 from None
+        except RecursionError:
+            raise HwnasError("malformed arch JSON: nested too deeply") from None
         return cls.from_dict(d)
 
     @classmethod
@@ -87,9 +95,16 @@ class Arch:
         if not p.is_file():
             raise HwnasError(f"arch file not found: {p}")
         try:
-            return cls.from_json(p.read_text())
+            return cls.from_json(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise HwnasError(f"{p}: not a UTF-8 text file ({e.reason} at byte {e.start})") \
+                from None
         except HwnasError as e:
             raise HwnasError(f"{p}: {e}") from None
+
+
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 4096  # a 4096x4096 input is already 200 MB in float32
+MAX_CLASSES = 1_000_000
 
 
 def _int(value: object, name: str) -> int:

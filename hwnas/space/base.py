@@ -10,7 +10,7 @@ import numpy as np
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.space.arch import Arch
+from hwnas.space.arch import MAX_CLASSES, MAX_RESOLUTION, MIN_RESOLUTION, Arch
 from hwnas.space.blocks import Network
 from hwnas.space.ops import OpSpec
 
@@ -51,14 +51,18 @@ class SearchSpace(ABC):
 
     def __init__(self, resolution: int | None = None, width: float = 1.0,
                  num_classes: int | None = None, channels: tuple[int, ...] | None = None) -> None:
-        self.resolution = int(resolution or self.default_resolution)
+        self.resolution = int(self.default_resolution if resolution is None else resolution)
         self.width = float(width)
-        self.num_classes = int(num_classes or self.default_num_classes)
+        self.num_classes = int(self.default_num_classes if num_classes is None else num_classes)
         self.channels = tuple(channels) if channels is not None else None
-        if self.resolution < 8:
-            raise HwnasError(f"resolution must be at least 8, got {self.resolution}")
-        if not 0.1 <= self.width <= 4.0:
+        if not MIN_RESOLUTION <= self.resolution <= MAX_RESOLUTION:
+            raise HwnasError(f"resolution must be within {MIN_RESOLUTION}..{MAX_RESOLUTION}, "
+                             f"got {self.resolution}")
+        if not 0.1 <= self.width <= 4.0:  # also refuses nan
             raise HwnasError(f"width multiplier must be within 0.1..4.0, got {self.width}")
+        if not 1 <= self.num_classes <= MAX_CLASSES:
+            raise HwnasError(f"num_classes must be within 1..{MAX_CLASSES}, got "
+                             f"{self.num_classes}")
         if self.channels is not None and len(self.channels) != len(self.default_channels):
             raise HwnasError(f"space {self.name!r} takes {len(self.default_channels)} stage "
                              f"widths, got {len(self.channels)}")
@@ -98,6 +102,18 @@ class SearchSpace(ABC):
         """One entry per choice of layer i (None where the choice skips the layer)."""
         return list(self._candidates[i])
 
+    def fixed_ops(self) -> list[OpSpec]:
+        """The ops every network of the space runs, whatever its choices (the fixed cost of a
+        lookup table): the stem and the head of a chain space."""
+        return self.stem_ops() + self.head_ops()
+
+    def choice_ops(self, i: int, j: int) -> list[OpSpec]:
+        """The ops that choice j of layer i adds to a network, with repeats: a lookup table prices
+        the choice as their sum. One op (or none) in a chain space; a cell space, where a layer
+        is an edge repeated in every cell, lists that edge's op once per cell."""
+        op = self._candidates[i][j]
+        return [] if op is None else [op]
+
     def arch(self, choices: list[str] | tuple[str, ...]) -> Arch:
         """An Arch of this space (with its settings) from choice names; validated."""
         arch = Arch(self.name, tuple(choices), self.resolution, self.width, self.num_classes,
@@ -136,6 +152,12 @@ class SearchSpace(ABC):
             choices.append(layer.choices[int(j)])
         return self.arch(choices)
 
+    def canonical_indices(self, idx: np.ndarray) -> np.ndarray:
+        """(N, layers) choice indices of the networks each row actually runs: choices whose
+        result never reaches the output replaced by the choice that runs nothing. The identity
+        in a chain space; a lookup table prices the canonical rows (`LookupTablePredictor`)."""
+        return np.asarray(idx)
+
     def ops(self, arch: Arch) -> list[OpSpec]:
         """The ops the arch runs, in order: stem, the searchable layers that run, head."""
         idx = self.indices(arch)
@@ -148,9 +170,10 @@ class SearchSpace(ABC):
 
     def distinct_ops(self) -> list[OpSpec]:
         """Every distinct op the space can run at its settings, sorted."""
-        ops = set(self.stem_ops()) | set(self.head_ops())
-        for cands in self._candidates:
-            ops.update(op for op in cands if op is not None)
+        ops = set(self.fixed_ops())
+        for i, layer in enumerate(self.layers):
+            for j in range(len(layer.choices)):
+                ops.update(self.choice_ops(i, j))
         return sorted(ops)
 
     def sample(self, rng: np.random.Generator | int | None = None) -> Arch:

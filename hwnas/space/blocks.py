@@ -157,3 +157,96 @@ class Network(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)
+
+
+# --- NAS-Bench-201 blocks (Dong & Yang, ICLR 2020; D-X-Y/AutoDL-Projects `cell_operations.py`) --
+
+def relu_conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, act: str = "relu"
+                 ) -> nn.Sequential:
+    """`reluconvbn`: activation -> Conv (no bias, 'same' padding) -> BatchNorm, the pre-activation
+    order of NAS-Bench-201's `ReLUConvBN` (nor_conv_1x1 / nor_conv_3x3, and the convs of its
+    ResNet block)."""
+    return nn.Sequential(ACTIVATIONS[act](),
+                         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
+                         nn.BatchNorm2d(cout))
+
+
+def avg_pool_excluding_pad(kernel: int, stride: int) -> nn.AvgPool2d:
+    """`avgpool_excl`: average pool, 'same' padding, whose mean ignores the padded zeros
+    (`count_include_pad=False`, as NAS-Bench-201's `POOLING` avg_pool_3x3)."""
+    return nn.AvgPool2d(kernel, stride, kernel // 2, count_include_pad=False)
+
+
+class ResNetBasicBlock(nn.Module):
+    """`resblock`: NAS-Bench-201's `ResNetBasicblock`, the reduction between its stages.
+
+    conv_a = ReLU-Conv3x3(stride)-BN, conv_b = ReLU-Conv3x3-BN, plus a shortcut: AvgPool 2x2 s2 ->
+    Conv1x1 (no bias, no BN) when stride 2; ReLU-Conv1x1-BN when the width changes at stride 1;
+    else the identity. Stride 2 needs an even input size (the pool halves it exactly).
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, kernel: int = 3, act: str = "relu"
+                 ) -> None:
+        super().__init__()
+        self.conv_a = relu_conv_bn(cin, cout, kernel, stride, act)
+        self.conv_b = relu_conv_bn(cout, cout, kernel, 1, act)
+        if stride == 2:
+            self.downsample: nn.Module | None = nn.Sequential(
+                nn.AvgPool2d(2, 2, 0), nn.Conv2d(cin, cout, 1, bias=False))
+        elif cin != cout:
+            self.downsample = relu_conv_bn(cin, cout, 1, 1, act)
+        else:
+            self.downsample = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv_b(self.conv_a(x))
+        return (x if self.downsample is None else self.downsample(x)) + y
+
+
+class BNClassifier(nn.Module):
+    """`bn_classifier`: BatchNorm -> activation -> global average pool -> linear (NAS-Bench-201's
+    `lastact` + `global_pooling` + `classifier`)."""
+
+    def __init__(self, cin: int, num_classes: int, act: str = "relu") -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(cin)
+        self.act = ACTIVATIONS[act]()
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.bn(x)).mean((2, 3)))
+
+
+class Cell(nn.Module):
+    """A NAS-Bench-201 cell: a DAG of `nodes` nodes, node 0 the input, node j the sum over i < j of
+    edge op_{i->j}(node i), the output the last node (`InferCell`).
+
+    `edges` lists (i, j, module) for every edge whose op is not `none` (a `none` edge adds
+    zeros: it is left out). A node without such an input edge is zero (`x * 0`, as the
+    official `Zero` op gives); ops reading it still run, exactly as in the official network.
+    A node that no edge reads (and that is not the output) is not computed.
+    """
+
+    def __init__(self, edges: list[tuple[int, int, nn.Module]], nodes: int = 4) -> None:
+        super().__init__()
+        self.nodes = nodes
+        self.ops = nn.ModuleList([m for _, _, m in edges])
+        self.wiring = [(i, j) for i, j, _ in edges]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = [x]
+        read = {i for i, _ in self.wiring} | {self.nodes - 1}
+        for j in range(1, self.nodes):
+            if j not in read:
+                values.append(x)  # a placeholder nothing reads
+                continue
+            terms = [op(values[i]) for op, (i, jj) in zip(self.ops, self.wiring, strict=True)
+                     if jj == j]
+            if not terms:
+                values.append(x.mul(0.0))
+                continue
+            total = terms[0]
+            for t in terms[1:]:
+                total = total + t
+            values.append(total)
+        return values[-1]

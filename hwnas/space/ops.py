@@ -13,10 +13,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from hwnas.space import blocks
 
 KINDS = ("conv", "mbconv", "fbconv", "identity", "classifier",
-         # single ops of arbitrary CNNs (`hwnas.devices.generic`, `hwnas.latency.onnx_graph`)
+         # single ops of arbitrary CNNs (`hwnas.profile.generic_ops`, `hwnas.latency.onnx_graph`)
          "linear", "maxpool", "avgpool", "gap", "add", "mul", "act")
-SHAPE_KEEPING = ("maxpool", "avgpool", "gap", "add", "mul", "act")  # cout == cin
-NO_ACTIVATION = ("maxpool", "avgpool", "gap")  # act is always "none"
+# The blocks of NAS-Bench-201 (`hwnas.space.nb201`). Kept out of KINDS on purpose: the saved op
+# predictors one-hot KINDS by position (`hwnas.latency.op_predictor.features`), so appending to it
+# would shift the features of every predictor already shipped in a profile.
+CELL_KINDS = ("reluconvbn", "avgpool_excl", "resblock", "bn_classifier")
+ALL_KINDS = KINDS + CELL_KINDS
+SHAPE_KEEPING = ("maxpool", "avgpool", "gap", "add", "mul", "act", "avgpool_excl")  # cout == cin
+NO_ACTIVATION = ("maxpool", "avgpool", "gap", "avgpool_excl")  # act is always "none"
 
 
 @dataclass(frozen=True, order=True)
@@ -29,6 +34,9 @@ class OpSpec:
     linear). Single ops of arbitrary CNNs: `linear` (fully connected + act, h == w == 1),
     `maxpool` / `avgpool` (kernel, stride), `gap` (global average pool), `add` / `mul`
     (elementwise with a second tensor of the same shape, then act), `act` (an activation alone).
+    NAS-Bench-201 blocks: `reluconvbn` (act -> conv -> BN, pre-activation), `avgpool_excl`
+    ('same' average pool, count_include_pad=False), `resblock` (its ResNet basic block, the
+    reduction between stages), `bn_classifier` (BN -> act -> global pool -> linear).
     h, w: input spatial size; cout of a classifier is the number of classes; the shape-keeping
     kinds have cout == cin; pooling kinds always have act "none".
     """
@@ -48,8 +56,8 @@ class OpSpec:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown op kind {self.kind!r}; known: {', '.join(KINDS)}")
+        if self.kind not in ALL_KINDS:
+            raise ValueError(f"unknown op kind {self.kind!r}; known: {', '.join(ALL_KINDS)}")
         if self.act not in blocks.ACTIVATIONS:
             raise ValueError(f"unknown activation {self.act!r}")
         for name in ("cin", "cout", "h", "w", "kernel", "stride", "expand", "groups", "batch"):
@@ -126,6 +134,12 @@ def _check_generic(op: OpSpec) -> None:
         raise ValueError("OpSpec kind 'act' needs an activation, got act='none'")
     if op.kind in ("maxpool", "avgpool") and op.kernel % 2 == 0 and min(op.h, op.w) < op.kernel:
         raise ValueError(f"{op.kind} kernel {op.kernel} is larger than the input {op.h}x{op.w}")
+    if op.kind in ("avgpool_excl", "reluconvbn") and op.kernel % 2 == 0:
+        raise ValueError(f"{op.kind} needs an odd kernel ('same' padding), got {op.kernel}")
+    if op.kind == "resblock" and op.stride == 2 and (op.h % 2 or op.w % 2):
+        raise ValueError(f"resblock with stride 2 needs an even input size, got {op.h}x{op.w}")
+    if op.kind == "resblock" and op.stride > 2:
+        raise ValueError(f"resblock takes stride 1 or 2, got {op.stride}")
     if op.kind == "conv" and (op.cin % op.groups or op.cout % op.groups):
         raise ValueError(f"conv groups ({op.groups}) must divide cin ({op.cin}) and cout "
                          f"({op.cout})")
@@ -133,7 +147,7 @@ def _check_generic(op: OpSpec) -> None:
 
 def _out_size(op: OpSpec, size: int) -> int:
     """Output height/width: 'same' padding for convs and blocks; 1 for global ops."""
-    if op.kind in ("classifier", "gap", "linear"):
+    if op.kind in ("classifier", "gap", "linear", "bn_classifier"):
         return 1
     if op.kind in ("maxpool", "avgpool"):
         return (size + 2 * blocks.pool_padding(op.kernel) - op.kernel) // op.stride + 1
@@ -155,6 +169,8 @@ def _build(op: OpSpec) -> nn.Module:
 
 
 def _build_generic(op: OpSpec) -> nn.Module:
+    if op.kind in CELL_KINDS:
+        return _build_cell_kind(op)
     if op.kind == "linear":
         return blocks.linear(op.cin, op.cout, op.act)
     if op.kind in ("maxpool", "avgpool"):
@@ -164,6 +180,16 @@ def _build_generic(op: OpSpec) -> nn.Module:
     if op.kind in ("add", "mul"):
         return blocks.Elementwise(op.kind, op.cin, op.h, op.w, op.act)
     return blocks.ACTIVATIONS[op.act]()  # "act"
+
+
+def _build_cell_kind(op: OpSpec) -> nn.Module:
+    if op.kind == "reluconvbn":
+        return blocks.relu_conv_bn(op.cin, op.cout, op.kernel, op.stride, op.act)
+    if op.kind == "avgpool_excl":
+        return blocks.avg_pool_excluding_pad(op.kernel, op.stride)
+    if op.kind == "resblock":
+        return blocks.ResNetBasicBlock(op.cin, op.cout, op.stride, op.kernel, op.act)
+    return blocks.BNClassifier(op.cin, op.cout, op.act)  # bn_classifier
 
 
 @functools.lru_cache(maxsize=65536)

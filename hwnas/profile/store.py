@@ -1,51 +1,37 @@
 """Writing a profile directory: atomic file replacement, row flushing, a lock, the fingerprint check.
 
-Layout (DESIGN: profile format): device.json, ops.parquet (the lookup table), nets.parquet (whole
-networks), plan.json (the networks a profile will measure, so that a resumed run measures the same
-ones). Reading and validating a profile for prediction lives in `hwnas.latency.profile`.
+Layout of a profile folder: device.json (the `ProfileRecord`, `hwnas.profile.record`), ops.parquet
+(the lookup table), nets.parquet (whole networks), plan.json (the networks a profile will
+measure, so that a resumed run measures the same ones). Reading and validating a profile for
+prediction lives in `hwnas.profile.reader`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 from filelock import FileLock, Timeout
 
+from hwnas._io import atomic_path, now, write_json  # noqa: F401  (re-exported for the profile layer)
 from hwnas.devices.fingerprint import differences
 from hwnas.errors import HwnasError
+from hwnas.profile.record import SCHEMA_VERSION, ProfileRecord, read_record, write_record
 
-SCHEMA_VERSION = 1
+__all__ = ["SCALED_COLUMNS", "SCHEMA_VERSION", "STAT_COLUMNS", "ProfileWriter", "read_parquet",
+           "write_parquet"]
+
+# The statistics of a `Measurement` stored in each row (ops.parquet, nets.parquet), beside the
+# row's own fields and `reference_ms` (the drift reference's median in the same chunk).
 STAT_COLUMNS = ["median_ms", "min_ms", "p10_ms", "p90_ms", "cv", "n", "warmup", "flagged"]
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: object) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+# The millisecond statistics that `correct_drift` scales to the profile's reference speed (the
+# raw values are kept in `raw_<column>`).
+SCALED_COLUMNS = ["median_ms", "min_ms", "p10_ms", "p90_ms"]
 
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    df.to_parquet(tmp, index=False)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
@@ -60,18 +46,18 @@ def read_parquet(path: Path) -> pd.DataFrame:
 
 
 class ProfileWriter:
-    """Owns a profile directory while measuring: lock, device.json, appended rows."""
+    """Owns a profile directory while measuring: lock, the record (device.json), appended rows."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.lock = FileLock(str(self.root / ".profile.lock"))
 
     @property
-    def device_path(self) -> Path:
+    def record_path(self) -> Path:
         return self.root / "device.json"
 
     def exists(self) -> bool:
-        return self.device_path.exists()
+        return self.record_path.exists()
 
     def acquire(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -84,19 +70,15 @@ class ProfileWriter:
     def release(self) -> None:
         self.lock.release()
 
-    def read_device(self) -> dict:
-        try:
-            return json.loads(self.device_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise HwnasError(f"{self.device_path}: unreadable ({e})") from None
+    def read_record(self) -> ProfileRecord:
+        return read_record(self.root)
 
-    def write_device(self, device: dict) -> None:
-        write_json(self.device_path, device)
+    def write_record(self, record: ProfileRecord) -> None:
+        write_record(self.root, record)
 
     def check_fingerprint(self, current: dict) -> None:
         """Refuse to mix measurements of another machine or runtime, showing the difference."""
-        stored = self.read_device().get("fingerprint", {})
-        diff = differences(stored, current)
+        diff = differences(self.read_record().fingerprint, current)
         if diff:
             lines = "; ".join(f"{k}: profile has {a!r}, this machine has {b!r}"
                               for k, (a, b) in diff.items())

@@ -1,10 +1,12 @@
 """`hwnas profile`: measure every distinct op of a space and whole sampled networks on a device.
 
 Items are measured in chunks: a chunk is converted and loaded, then timed in shuffled interleaved
-rounds (`measure_interleaved`), then its rows are appended to the profile (atomic rewrite). A
-fixed reference block is timed before every chunk to record drift. Killed at any point, the profile
-keeps every finished chunk, and `--resume` measures only what is missing (the nets to measure are
-fixed in plan.json at the start of the nets phase).
+rounds (`measure_interleaved`), then its rows are appended to the profile (atomic rewrite). The
+drift reference net (`hwnas.profile.drift`) is timed in the same rounds of every chunk and its
+median stored in each row (`reference_ms`) and in the record's reference timings; the record
+(`ProfileRecord`, frozen) is replaced with updated progress and rewritten after every chunk.
+Killed at any point, the profile keeps every finished chunk, and `--resume` measures only what
+is missing (the nets to measure are fixed in plan.json at the start of the nets phase).
 """
 
 from __future__ import annotations
@@ -13,48 +15,32 @@ import functools
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from hwnas.devices.base import Backend
-from hwnas.devices.measurement import Measurement, Protocol, measure_interleaved
+from hwnas.devices.measurement import Measurement, Protocol
 from hwnas.devices.registry import get_backend
-from hwnas.devices.sampling import net_id, plan_nets
-from hwnas.devices.store import SCHEMA_VERSION, STAT_COLUMNS, ProfileWriter, now, write_json
 from hwnas.errors import HwnasError
-from hwnas.space import Arch, OpSpec, SearchSpace, get_space, space_of
+from hwnas.profile.drift import reference_arch, reference_item, time_with_reference
+from hwnas.profile.items import Item, build_net, build_op, load_item, net_items
+from hwnas.profile.record import SCHEMA_VERSION, DriftReference, ProfileRecord
+from hwnas.profile.sampling import net_id, plan_nets
+from hwnas.profile.store import STAT_COLUMNS, ProfileWriter, now, write_json
+from hwnas.space import Arch, OpSpec, SearchSpace, get_space
 
-REFERENCE = "__reference__"
+# re-exported: the benchmarks and tests import these from here
+__all__ = ["Item", "ProfileConfig", "Profiler", "build_net", "build_op", "default_profile_id",
+           "measure_items", "net_items"]
 
 
 def default_profile_id(device: str, threads: int, space: SearchSpace) -> str:
     """e.g. `ort-cpu-1t-proxyless-224` (width appended when not 1.0)."""
     w = "" if space.width == 1.0 else f"-w{space.width:g}"
     return f"{device}-{threads}t-{space.name}-{space.resolution}{w}"
-
-
-def build_op(op: OpSpec) -> tuple[nn.Module, tuple[int, ...]]:
-    return op.module(), op.input_shape
-
-
-def build_net(arch_json: str) -> tuple[nn.Module, tuple[int, ...]]:
-    arch = Arch.from_json(arch_json)
-    space = space_of(arch)
-    return space.build(arch), space.input_shape()
-
-
-@dataclass
-class Item:
-    """One thing to measure: an op (lookup-table row) or a whole net."""
-
-    key: str
-    build: Callable[[], tuple[nn.Module, tuple[int, ...]]]
-    shape: tuple[int, ...]
-    row: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +57,22 @@ class ProfileConfig:
     chunk: int = 16
     generic: int = 0  # extra generic ops (conv, depthwise, linear, pooling, ...) for any-model prediction
     protocol: Protocol = field(default_factory=Protocol)
+
+    def __post_init__(self) -> None:
+        """Refuse impossible settings before anything is measured or written."""
+        for name in ("nets", "generic", "seed"):
+            if getattr(self, name) < 0:
+                raise HwnasError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.threads < 1:
+            raise HwnasError(f"threads must be >= 1, got {self.threads}")
+        if self.chunk < 1:
+            raise HwnasError(f"chunk must be >= 1, got {self.chunk}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise HwnasError(f"max_minutes must be > 0, got {self.max_minutes}")
+        if self.out is not None:
+            self.out = Path(self.out)
+            if self.out.exists() and not self.out.is_dir():
+                raise HwnasError(f"--out {self.out} is a file, not a profile folder")
 
 
 class Profiler:
@@ -96,75 +98,68 @@ class Profiler:
         self.deadline: float | None = None
         self._converted: dict[str, Path] = {}
         self._reference = None
+        self.record: ProfileRecord | None = None  # device.json, replaced as measuring goes
 
     @property
     def root(self) -> Path:
         return self.writer.root
 
     # --- setup --------------------------------------------------------------------------------
-    def _new_device(self) -> dict:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "created": now(),
-            "updated": now(),
-            "status": "measuring",
-            "fingerprint": self.backend.fingerprint(),
-            "backend": self.config.device,
-            "backend_options": self.backend.options(),
-            "protocol": self.config.protocol.to_dict(),
-            "space": self.space.name,
-            "space_settings": {k: (list(v) if isinstance(v, tuple) else v)
-                               for k, v in self.space.settings().items()},
-            "nets_requested": self.config.nets,
-            "generic_requested": self.config.generic,
-            "seed": self.config.seed,
-            "wall_s": 0.0,
-            "timed_s": 0.0,
-            "reference": {"arch": self.reference_arch().to_dict(), "timings": [],
-                          "note": "timed inside every chunk; rows keep raw statistics and "
-                                  "reference_ms, Profile.load divides the drift out"},
-        }
+    def _new_record(self) -> ProfileRecord:
+        return ProfileRecord(
+            schema_version=SCHEMA_VERSION,
+            created=now(),
+            updated=now(),
+            status="measuring",
+            fingerprint=self.backend.fingerprint(),
+            backend=self.config.device,
+            backend_options=self.backend.options(),
+            protocol=self.config.protocol.to_dict(),
+            space=self.space.name,
+            space_settings={k: (list(v) if isinstance(v, tuple) else v)
+                            for k, v in self.space.settings().items()},
+            nets_requested=self.config.nets,
+            generic_requested=self.config.generic,
+            seed=self.config.seed,
+            reference=DriftReference(reference_arch(self.space)),
+        )
 
-    def _open(self, resume: bool) -> dict:
+    def _open(self, resume: bool) -> ProfileRecord:
         self.writer.acquire()
         if self.writer.exists():
             if not resume:
                 raise HwnasError(f"{self.root} already holds a profile; pass --resume to continue "
                                  "it or choose another --out")
             self.writer.check_fingerprint(self.backend.fingerprint())
-            device = self.writer.read_device()
-            theirs = (device.get("space"), device.get("space_settings", {}).get("resolution"),
-                      device.get("space_settings", {}).get("width"))
+            record = self.writer.read_record()
+            theirs = (record.space, record.space_settings.get("resolution"),
+                      record.space_settings.get("width"))
             mine = (self.space.name, self.space.resolution, self.space.width)
             if theirs != mine:
                 raise HwnasError(f"{self.root} profiles {theirs}, not {mine}; refusing to mix")
-            if device.get("protocol") != self.config.protocol.to_dict():
+            if record.protocol is not None and record.protocol != self.config.protocol.to_dict():
                 self.log("note: the stored protocol differs from this run's; keeping the stored one")
-                self.config.protocol = Protocol(**device["protocol"])
-            device["nets_requested"] = max(device.get("nets_requested", 0), self.config.nets)
+                self.config.protocol = Protocol(**record.protocol)
             # generic ops only grow: a resume without --generic still finishes the ones an
             # interrupted run asked for, and a larger --generic adds only the new ones (the
             # sample is prefix-stable, so the measured ones are skipped by key)
-            if device.get("seed", self.config.seed) != self.config.seed:
+            if record.seed is not None and record.seed != self.config.seed:
                 self.log("note: the stored seed differs from this run's; keeping the stored one")
-                self.config.seed = int(device["seed"])
-            self.config.generic = max(device.get("generic_requested", 0), self.config.generic)
-            device["generic_requested"] = self.config.generic
-            return device
-        device = self._new_device()
-        self.writer.write_device(device)
-        return device
-
-    def reference_arch(self) -> Arch:
-        """The drift reference: a fixed mid-cost net of the space (the middle choice per layer)."""
-        return self.space.from_indices([len(layer.choices) // 2 for layer in self.space.layers])
-
-    def _reference_item(self) -> Item:
-        arch = self.reference_arch()
-        return Item("reference-" + net_id(arch), functools.partial(build_net, arch.to_json(indent=None)),
-                    self.space.input_shape())
+                self.config.seed = int(record.seed)
+            self.config.generic = max(record.generic_requested, self.config.generic)
+            return replace(record, nets_requested=max(record.nets_requested, self.config.nets),
+                           generic_requested=self.config.generic,
+                           protocol=self.config.protocol.to_dict())
+        record = self._new_record()
+        self.writer.write_record(record)
+        return record
 
     # --- measuring ----------------------------------------------------------------------------
+    def _reference_item(self) -> Item:
+        """The drift reference: the one the record names (a resumed profile keeps its own)."""
+        ref = self.record.reference if self.record is not None else None
+        return reference_item(ref.arch if ref is not None else self.space)
+
     def _reference_runner(self):
         """The reference net, converted and loaded once; timed inside every chunk."""
         if self._reference is None:
@@ -199,8 +194,8 @@ class Profiler:
         self._converted = bulk([(it.key, it.build) for it in items], progress=tick)
         self.convert_s += time.monotonic() - t0
 
-    def _measure_items(self, items: list[Item], table: str, device: dict, phase: str,
-                       done_before: int, total: int) -> bool:
+    def _measure_items(self, items: list[Item], table: str, phase: str, done_before: int,
+                       total: int) -> bool:
         """Measure items chunk by chunk; False when the time cap stopped it."""
         self._preconvert(items, phase)
         done = done_before
@@ -210,20 +205,22 @@ class Profiler:
             chunk = items[start:start + self.config.chunk]
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.monotonic()
-                runners = {REFERENCE: self._reference_runner()}
+                reference = self._reference_runner()
+                runners = {}
                 for it in chunk:
                     path = self._convert_one(it, Path(tmp))
                     runners[it.key] = self.backend.load(path, it.shape)
                 self.convert_s += time.monotonic() - t0
-                results = measure_interleaved(runners, self.config.protocol, self.rng)
+                results, drift = time_with_reference(runners, reference, self.config.protocol,
+                                                     self.rng)
                 del runners
-            ref = results[REFERENCE].median
-            device["reference"]["timings"].append([now(), round(ref, 6)])
+            ref = drift.reference_ms
             rows = [{**self._row(it, results[it.key]), "reference_ms": ref} for it in chunk]
             self.timed_s += sum(results[it.key].extra["timed_ms_all"] for it in chunk) / 1e3
             self.writer.append(table, rows)
-            device["updated"] = now()
-            self.writer.write_device(device)
+            self.record = self.record.updated_now(reference=self.record.reference.with_timing(ref)
+                                                  if self.record.reference else None)
+            self.writer.write_record(self.record)
             done += len(chunk)
             self.progress(phase, done, total)
         return True
@@ -237,7 +234,7 @@ class Profiler:
         """The space's distinct ops, then `generic` sampled generic ops: (op, source)."""
         ops = [(op, "space") for op in self.space.distinct_ops()]
         if self.config.generic:
-            from hwnas.devices.generic import sample_generic_ops
+            from hwnas.profile.generic_ops import sample_generic_ops
 
             known = {op.key for op, _ in ops}
             ops += [(op, "generic") for op in sample_generic_ops(self.config.generic,
@@ -286,49 +283,43 @@ class Profiler:
         start = time.monotonic()
         if self.config.max_minutes:
             self.deadline = start + 60 * self.config.max_minutes
-        device = self._open(resume)
+        self.record = self._open(resume)
         try:
             ops_df = self.writer.rows("ops")
             measured = set(ops_df["key"]) if len(ops_df) else set()
             op_items = self._op_items(measured)
             n_ops = len(self.all_ops())
             self.progress("ops", n_ops - len(op_items), n_ops)
-            complete = self._measure_items(op_items, "ops", device, "ops",
-                                           n_ops - len(op_items), n_ops)
+            complete = self._measure_items(op_items, "ops", "ops", n_ops - len(op_items), n_ops)
             if complete and self.config.nets > 0:
                 archs = self._plan(self.writer.rows("ops"))
                 nets_df = self.writer.rows("nets")
                 measured = set(nets_df["net_id"]) if len(nets_df) else set()
                 net_items = self._net_items(archs, measured)
                 self.progress("nets", len(archs) - len(net_items), len(archs))
-                complete = self._measure_items(net_items, "nets", device, "nets",
+                complete = self._measure_items(net_items, "nets", "nets",
                                                len(archs) - len(net_items), len(archs))
-            device["status"] = "complete" if complete else "incomplete"
+            self.record = replace(self.record, status="complete" if complete else "incomplete")
             if not complete:
                 self.log(f"time cap reached; continue with --resume (profile {self.root})")
         finally:
-            device["wall_s"] = device.get("wall_s", 0.0) + (time.monotonic() - start)
-            device["timed_s"] = device.get("timed_s", 0.0) + self.timed_s
-            device["convert_s"] = device.get("convert_s", 0.0) + self.convert_s
-            device["updated"] = now()
-            self.writer.write_device(device)
+            r = self.record
+            self.record = r.updated_now(wall_s=r.wall_s + (time.monotonic() - start),
+                                        timed_s=r.timed_s + self.timed_s,
+                                        convert_s=r.convert_s + self.convert_s)
+            self.writer.write_record(self.record)
             self.writer.release()
         return self.root
-
-
-def net_items(space: SearchSpace, archs: list[Arch]) -> list[Item]:
-    """Items for whole networks (the same builder the profiler uses)."""
-    return [Item(net_id(a), functools.partial(build_net, a.to_json(indent=None)),
-                 space.input_shape()) for a in archs]
 
 
 def measure_items(backend: Backend, items: list[Item], protocol: Protocol, chunk: int = 16,
                   seed: int = 0, reference: Item | None = None) -> dict[str, Measurement]:
     """Convert, load and time items in interleaved chunks, outside a profile (benchmarks).
 
-    With `reference`, that item is timed inside every chunk too (same rounds, same conditions)
-    and its median is stored in each item's `extra["reference_ms"]`, so slow drift of the machine
-    between chunks or passes can be measured and divided out.
+    With `reference` (usually `hwnas.profile.drift.reference_item`), that item is timed inside
+    every chunk too (same rounds, same conditions) and its median is stored in each item's
+    `extra["reference_ms"]`, so slow drift of the machine between chunks or passes can be
+    measured and divided out.
     """
     rng = np.random.default_rng(seed)
     everything = items + ([reference] if reference else [])
@@ -336,23 +327,12 @@ def measure_items(backend: Backend, items: list[Item], protocol: Protocol, chunk
     converted = bulk([(it.key, it.build) for it in everything]) if bulk else {}
     out: dict[str, Measurement] = {}
     with tempfile.TemporaryDirectory() as tmp:
-
-        def load(it: Item):
-            path = converted.get(it.key)
-            if path is None:
-                torch.manual_seed(0)
-                module, shape = it.build()
-                path = backend.convert(module, shape, Path(tmp) / f"{it.key}.{backend.artifact}")
-            return backend.load(path, it.shape)
-
-        ref_run = load(reference) if reference else None
+        ref_run = load_item(backend, reference, Path(tmp), converted) if reference else None
         for start in range(0, len(items), chunk):
-            runners = {it.key: load(it) for it in items[start:start + chunk]}
-            if ref_run is not None:
-                runners["__reference__"] = ref_run
-            res = measure_interleaved(runners, protocol, rng)
-            ref = res.pop("__reference__", None)
+            runners = {it.key: load_item(backend, it, Path(tmp), converted)
+                       for it in items[start:start + chunk]}
+            res, drift = time_with_reference(runners, ref_run, protocol, rng)
             for m in res.values():
-                m.extra["reference_ms"] = ref.median if ref else None
+                m.extra["reference_ms"] = drift.reference_ms
             out.update(res)
     return out

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hwnas._io import write_atomic
+
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -41,7 +43,5 @@ def export_onnx(module: nn.Module, input_shape: tuple[int, ...], path: str | Pat
     data = to_onnx_bytes(module, input_shape, opset)
     if check:
         onnx.checker.check_model(onnx.load_from_string(data))
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomic(path, data)
     return path

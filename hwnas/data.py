@@ -97,6 +97,20 @@ class ImageData:
                 "train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
 
 
+def check_spec(spec: str) -> None:
+    """Refuse a malformed data spec (unknown kind, missing path) without loading anything."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise HwnasError(f"empty data spec; {SPEC_HELP}")
+    kind, _, arg = spec.strip().partition(":")
+    kind = kind.lower()
+    if kind == "digits" and not arg:
+        return
+    if kind in ("folder", "cifar10"):
+        _path(arg, spec)
+        return
+    raise HwnasError(f"unknown data spec {spec!r}; {SPEC_HELP}")
+
+
 def load_data(spec: str, resolution: int = 32, seed: int = 0, valid_frac: float = 0.2,
               test_frac: float = 0.2, limit: int | None = None) -> ImageData:
     """Load a data spec (see the module docstring) at `resolution`; `limit` caps the train images."""

@@ -27,8 +27,8 @@ def layer_costs(space: SearchSpace, cost: dict[str, float] | None = None) -> lis
     """Per layer, the cost of each choice (0 for a skipped layer)."""
     out = []
     for i in range(len(space.layers)):
-        vals = [0.0 if op is None else float(cost[op.key] if cost else op.macs)
-                for op in space.candidates(i)]
+        vals = [float(sum(cost[op.key] if cost else op.macs for op in space.choice_ops(i, j)))
+                for j in range(len(space.layers[i].choices))]
         out.append(np.asarray(vals))
     return out
 

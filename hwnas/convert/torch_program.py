@@ -7,11 +7,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hwnas._io import atomic_path
+
 
 def export_program(module: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
     path = Path(path)
     program = torch.export.export(module.eval(), (torch.zeros(input_shape),))
-    tmp = path.with_name(path.name + ".tmp.pt2")
-    torch.export.save(program, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path, suffix=".pt2") as tmp:
+        torch.export.save(program, str(tmp))
     return path

@@ -11,6 +11,7 @@ import functools
 import logging
 from pathlib import Path
 
+from hwnas._io import write_atomic
 from hwnas.errors import HwnasError
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,5 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = Fa
     if serialized is None:
         detail = "; ".join(logger.errors) or "see the TensorRT log"
         raise HwnasError(f"TensorRT could not build an engine from {onnx_path}: {detail}")
-    tmp = engine_path.with_name(engine_path.name + ".tmp")
-    tmp.write_bytes(memoryview(serialized))
-    tmp.replace(engine_path)
+    write_atomic(engine_path, bytes(memoryview(serialized)))
     return engine_path

@@ -17,9 +17,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from hwnas._io import atomic_path
 from hwnas.errors import HwnasError
 
 
@@ -65,13 +67,12 @@ def export_tflite(module: nn.Module, input_shape: tuple[int, ...], path: str | P
     import litert_torch
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     ctx = quiet_fds() if quiet else contextlib.nullcontext()
-    with ctx, warnings.catch_warnings(), torch.no_grad():
+    with atomic_path(path, suffix=".tflite") as tmp, ctx, warnings.catch_warnings(), \
+            torch.no_grad():
         warnings.simplefilter("ignore")
         logging.getLogger("absl").setLevel(logging.ERROR)
         litert_torch.convert(module.eval(), (torch.zeros(input_shape),)).export(str(tmp))
-    tmp.replace(path)
     return path
 
 
@@ -131,3 +132,31 @@ def convert_many(items: Iterable[tuple[str, Callable[[], tuple[nn.Module, tuple[
             if progress:
                 progress(key)
     return out
+
+
+# --- LiteRT interpreter input/output (float <-> the tensor's own type) --------------------------
+def litert_runtime_available() -> tuple[bool, str]:
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # noqa: F401
+    except Exception as e:
+        return False, f"ai-edge-litert is not usable ({type(e).__name__}: {e}); " \
+                      "install the extra: pip install 'hwnas[mobile]'"
+    return True, ""
+
+
+def to_input(detail: dict, x: np.ndarray) -> np.ndarray:
+    """A float array as the interpreter's input tensor (quantised for an int8/uint8 input)."""
+    dtype = detail["dtype"]
+    if dtype in (np.int8, np.uint8, np.int16):
+        scale, zero = detail["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def from_output(detail: dict, y: np.ndarray) -> np.ndarray:
+    """The interpreter's output tensor as floats (dequantised for an integer output)."""
+    if detail["dtype"] in (np.int8, np.uint8, np.int16):
+        scale, zero = detail["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+    return y.astype(np.float32)

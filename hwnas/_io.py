@@ -1,0 +1,87 @@
+"""Small file helpers used everywhere: atomic writes, sha256, a numpy-aware JSON encoder.
+
+Every file hwnas writes (profiles, artifacts, manifests, checkpoints, reports) goes through
+`atomic_path` / `write_atomic`: the data goes to a temporary file in the same folder, is flushed
+to disk (fsync), then renamed over the target. A reader therefore sees the old file or the new
+one, never half of one, and a kill at any moment leaves no truncated file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second (what profiles and manifests record)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block ends cleanly, fsync it and rename it
+    over `path`. On an exception the temporary file is removed and `path` is untouched.
+
+    For writers that want a file name (torch.export.save, a converter, safetensors, parquet);
+    `suffix` keeps an extension some writers insist on (e.g. ".pt2").
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write bytes to `path` atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_atomic(path, text.encode())
+
+
+def json_default(value: object) -> object:
+    """`json.dumps(default=...)` for what hwnas records: numpy scalars and arrays, paths."""
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def dumps(obj: object, indent: int | None = 2) -> str:
+    return json.dumps(obj, indent=indent, default=json_default)
+
+
+def write_json(path: str | Path, obj: object) -> None:
+    """Write `obj` as indented JSON (numpy values as plain numbers), atomically."""
+    write_text(path, dumps(obj) + "\n")
+
+
+def sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,85 @@
+"""A profile's best predictor, and one arch's `Prediction` from it (`hwnas predict`, `hwnas export`).
+
+`best_predictor(profile)`: the learned correction saved in the profile (`hwnas validate`) when
+there is one, else the lookup-table sum; for a nets-only profile (imported whole-network
+latencies, no lookup table) the table of its measured networks.
+
+`predict(profile, arch)`: the arch's latency, interval, per-op breakdown and predictor name. An
+arch with another number of classes than the profile's space (a net trained on a small dataset)
+is priced as the profiled arch with the same choices, plus the op predictor's price of its
+classifier head (`hwnas.latency.op_predictor`) minus the table's price of the profiled head.
+"""
+
+from __future__ import annotations
+
+from hwnas.errors import HwnasError
+from hwnas.latency.base import LatencyPredictor, Prediction
+from hwnas.latency.learned import NetworkPredictor
+from hwnas.latency.lut import LookupTablePredictor
+from hwnas.latency.nets_table import NetsTablePredictor
+from hwnas.profile.reader import Profile
+from hwnas.space import Arch, space_of
+
+
+def best_predictor(profile: Profile) -> LatencyPredictor:
+    """The profile's saved learned predictor when present, else the lookup-table sum; the table
+    of measured networks for a profile without a lookup table."""
+    if not len(profile.ops):
+        return NetsTablePredictor.from_profile(profile)
+    lut = LookupTablePredictor.from_profile(profile)
+    if (profile.root / "predictor.json").exists():
+        return NetworkPredictor.load(profile.root, lut)
+    return lut
+
+
+def _as_profiled(profile: Profile, arch: Arch) -> Arch:
+    """The arch in the profile's space: the same arch, or with the profile's number of classes
+    when only that differs (anything else that differs is an error naming it)."""
+    space = profile.space
+    if arch.num_classes == space.num_classes:
+        space.validate(arch)
+        return arch
+    space.validate(Arch(arch.space, arch.choices, arch.resolution, arch.width,
+                        space.num_classes, arch.channels))
+    return space.arch(arch.choices)
+
+
+def predict(profile: Profile, arch: Arch, predictor: LatencyPredictor | None = None
+            ) -> Prediction:
+    """One arch's `Prediction` on a profile, by `predictor` (default: `best_predictor`)."""
+    from hwnas.latency.op_predictor import load_or_fit
+
+    space = profile.space
+    predictor = predictor if predictor is not None else best_predictor(profile)
+    as_profiled = _as_profiled(profile, arch)
+    ms = float(predictor.predict([as_profiled])[0])
+    bounds = predictor.interval([as_profiled])
+    interval = (float(bounds[0][0]), float(bounds[1][0])) if bounds is not None else None
+    lut = profile.lut
+    ops = space.ops(as_profiled)
+    priced = {op.key: (lut[op.key], "table") for op in ops if op.key in lut}
+    note = ""
+    if as_profiled is not arch:
+        arch_ops = space_of(arch).ops(arch)
+        mine = {op.key: op for op in arch_ops}
+        theirs = {op.key: op for op in ops}
+        new = [op for k, op in mine.items() if k not in theirs]
+        old = [theirs[k] for k in theirs if k not in mine]
+        ops_model, _how = load_or_fit(profile)
+        if ops_model is None or any(op.key not in lut for op in old):
+            raise HwnasError(f"{profile.root}: cannot price a {arch.num_classes}-class head: the "
+                             f"profile has no lookup table to fit an op predictor on (it "
+                             f"measured {space.num_classes} classes)")
+        new_ms = [float(v) for v in ops_model.predict(new)]
+        delta = sum(new_ms) - sum(lut[op.key] for op in old)
+        priced.update({op.key: (v, "op predictor") for op, v in zip(new, new_ms, strict=True)})
+        ms += delta
+        interval = (interval[0] + delta, interval[1] + delta) if interval else None
+        note = (f"{arch.num_classes}-class head priced by the op predictor "
+                f"({delta:+.3f} ms vs the profile's {space.num_classes}-class head)")
+        ops = arch_ops
+    breakdown = None
+    if lut:
+        breakdown = [{"key": op.key, "kind": op.kind, "ms": priced[op.key][0],
+                      "source": priced[op.key][1]} for op in ops]
+    return Prediction(ms, interval, predictor.name, breakdown, note)
