@@ -190,7 +190,7 @@ def main() -> None:
     space = get_space("proxyless", args.resolution)
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:]),
-              "torch": torch.__version__, "backends": []}
+              "python": sys.version.split()[0], "torch": torch.__version__, "backends": []}
     for name in args.backends.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             print(f"{name} batch {batch} ...", flush=True)
