@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 HWNAS := $(VENV)/bin/hwnas
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint readme clean
 
 # torch==2.13.0 goes in FIRST: it is the CPU build; any other torch request pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml
@@ -33,8 +33,14 @@ bench: setup
 	$(PY) benchmarks/search_budget.py
 	$(PY) benchmarks/export.py
 
+# the README's result blocks from benchmarks/results/*.md (never typed by hand)
+readme: setup
+	$(PY) benchmarks/readme.py
+
+# ruff, and the import contract (pyproject.toml [tool.importlinter]): layers import one way
 lint: setup
 	$(VENV)/bin/ruff check hwnas tests benchmarks
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache runs artifacts

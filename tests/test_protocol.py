@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.devices.measurement import Measurement, Protocol, measure_callable, measure_interleaved
+from hwnas.devices.measurement import Protocol, measure_callable, measure_interleaved
 from hwnas.devices.registry import get_backend
 from hwnas.space import OpSpec
 
@@ -67,12 +67,6 @@ def test_interleaved_rounds_measure_every_item_and_flag_only_the_noisy_one():
     assert set(res) == set(runners) == set(seen)
     assert res["noisy"].flagged and not res["steady"].flagged
     assert all(m.n >= FAST.min_runs for m in res.values())
-
-
-def test_merged_measurement_keeps_every_sample():
-    a, b = Measurement([1.0, 2.0]), Measurement([3.0], flagged=True)
-    m = a.merged(b)
-    assert m.samples_ms == [1.0, 2.0, 3.0] and m.flagged
 
 
 def test_ort_cpu_measures_a_real_block():

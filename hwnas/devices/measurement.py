@@ -94,9 +94,6 @@ class Measurement:
                 "p90_ms": self.p90, "cv": self.cv, "n": self.n, "warmup": self.warmup,
                 "flagged": self.flagged}
 
-    def merged(self, other: Measurement) -> Measurement:
-        return Measurement(self.samples_ms + other.samples_ms, self.warmup + other.warmup,
-                           self.flagged or other.flagged, self.attempts + other.attempts)
 
 
 class Runner:

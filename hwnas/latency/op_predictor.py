@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, NotFittedError
 from hwnas.space import OpSpec
 from hwnas.space.blocks import ACTIVATIONS
 from hwnas.space.ops import KINDS
@@ -282,7 +282,7 @@ class OpPredictor:
     def predict(self, ops: list[OpSpec]) -> np.ndarray:
         """Predicted latency (ms) of each op."""
         if not hasattr(self, "global_"):
-            raise HwnasError("OpPredictor is not fitted: call fit(ops_df) first")
+            raise NotFittedError("OpPredictor is not fitted: call fit(ops_df) first")
         if not ops:
             return np.zeros(0)
         x, b = features(ops)
@@ -307,7 +307,7 @@ class OpPredictor:
         from hwnas._io import write_atomic, write_json
 
         if not hasattr(self, "global_"):
-            raise HwnasError("OpPredictor is not fitted: nothing to save")
+            raise NotFittedError("OpPredictor is not fitted: nothing to save")
         root = Path(root)
         models = {"__global__": self.global_, **self.models_}
         arrays = {f"{name}.{a}": getattr(ens, a) for name, (_, ens) in models.items()
