@@ -200,13 +200,12 @@ def validate(
     """Held-out accuracy of FLOPs-linear, lookup-table sum and the learned predictor.
 
     Writes validation.json into the profile and prints the table."""
-    from hwnas._io import write_json
-    from hwnas.latency.validate import fit_and_save, report_rows
-    from hwnas.latency.validate import validate as run_validation
+    from hwnas.latency.validate import report_rows, validate_profile
 
     prof = _load_profile(profile)
-    report = run_validation(prof, test_frac, seed, alpha)
-    write_json(prof.root / "validation.json", report)
+    with console.status("validating on held-out nets" + (", then fitting on all" if save
+                                                          else "")):
+        report, model = validate_profile(prof, test_frac, seed, alpha, save)
     table = Table(title=f"{prof.name}: {report['n_test']} held-out nets "
                         f"(trained on {report['n_train']})")
     rows = report_rows(report)
@@ -215,8 +214,7 @@ def validate(
     for row in rows:
         table.add_row(*row.values())
     console.print(table)
-    if save:
-        model = fit_and_save(prof, alpha=alpha, seed=seed)
+    if model is not None:
         console.print(f"saved the learned predictor ({model.family_}) in {prof.root}")
 
 
@@ -262,7 +260,8 @@ def predict(
         _print_ops(ops, f"{prof.name}: per-op lookup table")
     if p.note:
         console.print(p.note)
-    iv = f" (90% interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
+    level = f"{p.coverage:.0%} " if p.coverage else ""
+    iv = f" ({level}interval {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
     console.print(f"predicted latency: [bold]{latency:.3f} ms[/]{iv} "
                   f"[{result['predictor']}]")
     if target is None:

@@ -37,3 +37,25 @@ def test_shipped_profile_is_reused_only_when_the_fingerprint_matches(tmp_path):
     assert path is None and "cpu_model: Some Other CPU" in why
     path, why = shipped_profile("ort-cpu", 96, root=tmp_path)
     assert path is None and "no shipped" in why
+
+
+def test_budget_is_met_only_within_it() -> None:
+    from hwnas.demo import budget_words
+
+    assert budget_words(0.99, 1.0) == "budget 1.0 ms met"
+    assert budget_words(1.05, 1.0) == ("budget 1.0 ms exceeded by 5.0%, within the +-10% "
+                                       "noise band")
+    assert budget_words(1.2, 1.0) == "budget 1.0 ms NOT met (over by 20.0%)"
+
+
+def test_measured_and_scaled_times_are_labelled_apart() -> None:
+    from hwnas.demo import verified_words
+
+    scaled = {"measured_ms": 2.0, "corrected_ms": 1.8, "drift_scale": 0.9, "drift_note": ""}
+    assert verified_words(scaled) == ("measured 2.000 ms (scaled to the profile's speed: "
+                                      "1.800 ms, factor 0.900)")
+    busy = {"measured_ms": 2.0, "corrected_ms": None, "drift_scale": 0.5,
+            "drift_note": "busy"}
+    assert verified_words(busy) == "measured 2.000 ms (not scaled: the machine was busy)"
+    plain = {"measured_ms": 2.0, "corrected_ms": None, "drift_scale": None, "drift_note": ""}
+    assert verified_words(plain) == "measured 2.000 ms"

@@ -27,7 +27,6 @@ Per target (`hwnas.export.targets`), into `<out>/<target>/`:
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,7 +38,7 @@ import torch
 from torch import nn
 
 from hwnas import __version__
-from hwnas._io import sha256, write_json
+from hwnas._io import now, sha256, write_json
 from hwnas.convert.onnx import INPUT_NAME
 from hwnas.data import check_spec
 from hwnas.errors import HwnasError
@@ -77,10 +76,6 @@ class ExportConfig:
             raise HwnasError(f"parity_inputs must be >= 1, got {self.parity_inputs}")
         if self.calib is not None:
             check_spec(self.calib)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -267,10 +262,19 @@ def _fingerprint_matches(backend, prof) -> bool:
 
 
 # --- the whole export -------------------------------------------------------------------------
-def export(config: ExportConfig, log: Callable[[str], None] = lambda _m: None) -> list[dict]:
-    """Export, check and describe the arch for every target; returns the manifests."""
-    from hwnas.profile.reader import Profile
+@dataclass
+class Reference:
+    """What every target is compared with: the inputs and the torch model's outputs on them."""
 
+    inputs: np.ndarray  # the parity inputs (held-out images for int8)
+    torch_out: np.ndarray
+    exact: np.ndarray | None  # the float64 model's outputs (fp32 only)
+    calib: np.ndarray | None = None  # int8 calibration images
+    labels: np.ndarray | None = None  # held-out labels, when the classes match the model's
+
+
+def check_config(config: ExportConfig) -> list[Target]:
+    """Step 0: the targets, refusing what cannot be exported as asked (before any work)."""
     if config.precision not in PRECISIONS:
         raise HwnasError(f"unknown precision {config.precision!r}; use {', '.join(PRECISIONS)}")
     if not config.targets:
@@ -286,92 +290,113 @@ def export(config: ExportConfig, log: Callable[[str], None] = lambda _m: None) -
             if config.device not in t.devices:
                 raise HwnasError(f"device {config.device!r} does not run {t.name} artifacts; "
                                  f"use one of {', '.join(t.devices)}")
-    profiles = [Profile.load(p) for p in config.profiles]
-    arch = load_arch(config.arch)
-    model, arch = load_model(arch, config.weights)
-    out = Path(config.out)
-    check_writable(out)
-    shape = space_of(arch).input_shape()
+    return targets
 
-    calib = test_x = test_y = None
-    classes_match = False
+
+def reference_outputs(config: ExportConfig, model: nn.Module, arch: Arch,
+                      shape: tuple[int, ...], log: Callable[[str], None]) -> Reference:
+    """Step 2's truth: held-out images (with --calib) or fixed random inputs, the torch fp32
+    outputs and, for fp32, the float64 outputs both fp32 runs approximate."""
+    calib = labels = None
     if config.calib:
         from hwnas.export.quantize import calibration_images
 
         calib, test_x, test_y, n_classes = calibration_images(config.calib, arch.resolution)
-        classes_match = n_classes == arch.num_classes
-        inputs = test_x[: config.parity_inputs]
+        labels = test_y if n_classes == arch.num_classes else None
+        inputs = test_x if config.precision == "int8" else test_x[: config.parity_inputs]
     else:
         g = torch.Generator().manual_seed(0)
         inputs = torch.randn((config.parity_inputs, *shape[1:]), generator=g).numpy()
-    eval_x = test_x if config.precision == "int8" else inputs
     if config.precision == "int8" and config.weights is None:
         log("warning: int8 of an untrained (random) network: its parity and accuracy figures "
             "say little; pass --weights from `hwnas train`")
     with torch.inference_mode():
-        torch_out = np.concatenate([model(torch.from_numpy(x[None])).numpy() for x in eval_x])
+        torch_out = np.concatenate([model(torch.from_numpy(x[None])).numpy() for x in inputs])
         exact = None
-        if config.precision == "fp32":  # the float64 truth that both fp32 runs approximate
+        if config.precision == "fp32":
             m64 = copy.deepcopy(model).double()
             exact = np.concatenate([m64(torch.from_numpy(x[None]).double()).numpy()
-                                    for x in eval_x])
-
-    manifests = []
-    for target in targets:
-        folder = out / target.name
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"model.{target.suffix}"
-        log(f"{target.name}: writing {path}")
-        t0 = time.monotonic()
-        target.write(model, shape, path, config.precision, calib)
-        export_s = time.monotonic() - t0
-        got = target.run(path, eval_x)
-        check = parity(torch_out, got, config.precision, exact)
-        quant = None
-        if config.precision == "int8":
-            quant = {"method": {"onnx": "onnxruntime quantize_static QDQ, per-channel, MinMax",
-                                "tflite": "ai-edge-quantizer static_wi8_ai8",
-                                "tensorrt": "TensorRT int8 from the QDQ ONNX file"}.get(
-                                    target.name, "int8"),
-                     "calibration": config.calib, "samples": int(len(calib)),
-                     "heldout": int(len(eval_x)),
-                     "top1_agreement": float((got.argmax(1) == torch_out.argmax(1)).mean())}
-            if classes_match:
-                quant["accuracy_fp32"] = float((torch_out.argmax(1) == test_y).mean())
-                quant["accuracy_int8"] = float((got.argmax(1) == test_y).mean())
-                quant["accuracy_change"] = quant["accuracy_int8"] - quant["accuracy_fp32"]
-        prof = _profile_for(target, profiles, config.device)
-        predicted, why = None, ""
-        if prof is not None:
-            why = _same_space(prof, arch)
-            if why:
-                log(f"{target.name}: no prediction from {prof.name}: {why}")
-            else:
-                predicted = predict(prof, arch)
-        verified = None
-        if config.verify:
-            device = config.device or target.device
-            log(f"{target.name}: timing {path.name} on {device}")
-            verified = verify(path, device, shape, None if why else prof, config.threads,
-                              config.quick, predicted)
-            if verified["drift_note"]:
-                log(f"{target.name}: warning: {verified['drift_note']}")
-        manifest = {
-            "manifest_version": MANIFEST_VERSION, "hwnas": __version__, "created": _now(),
-            "target": target.name, "precision": config.precision, "arch": arch.to_dict(),
-            "weights": ({"file": str(config.weights), "sha256": sha256(config.weights)}
-                        if config.weights else None),
-            "input": {"name": INPUT_NAME, "shape": list(shape), "layout": "NCHW",
-                      "dtype": "float32"},
-            "output": {"shape": [1, arch.num_classes]},
-            "artifact": {"file": path.name, "bytes": path.stat().st_size,
-                         "sha256": sha256(path)},
-            "runtimes": target.runtime_versions(), "export_s": export_s, "parity": check,
-            "quantization": quant, "predicted": predicted, "verified": verified,
-        }
-        validate_manifest(manifest)
-        write_json(folder / "manifest.json", manifest)
-        manifests.append(manifest)
-    return manifests
+                                    for x in inputs])
+    if config.precision == "int8":
+        labels = labels if labels is None else labels[: len(inputs)]
+    return Reference(inputs, torch_out, exact, calib, labels)
 
 
+INT8_METHODS = {"onnx": "onnxruntime quantize_static QDQ, per-channel, MinMax",
+                "tflite": "ai-edge-quantizer static_wi8_ai8",
+                "tensorrt": "TensorRT int8 from the QDQ ONNX file"}
+
+
+def quantization_summary(target: Target, config: ExportConfig, ref: Reference,
+                         got: np.ndarray) -> dict | None:
+    """Step 3: for int8, the method, calibration, top-1 agreement and accuracy before/after."""
+    if config.precision != "int8":
+        return None
+    quant = {"method": INT8_METHODS.get(target.name, "int8"), "calibration": config.calib,
+             "samples": int(len(ref.calib)), "heldout": int(len(ref.inputs)),
+             "top1_agreement": float((got.argmax(1) == ref.torch_out.argmax(1)).mean())}
+    if ref.labels is not None:
+        quant["accuracy_fp32"] = float((ref.torch_out.argmax(1) == ref.labels).mean())
+        quant["accuracy_int8"] = float((got.argmax(1) == ref.labels).mean())
+        quant["accuracy_change"] = quant["accuracy_int8"] - quant["accuracy_fp32"]
+    return quant
+
+
+def export_target(target: Target, model: nn.Module, arch: Arch, ref: Reference,
+                  profiles: list, config: ExportConfig, log: Callable[[str], None]) -> dict:
+    """Steps 1-6 for one target: write, parity, int8 summary, prediction, verify, manifest."""
+    shape = space_of(arch).input_shape()
+    folder = Path(config.out) / target.name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"model.{target.suffix}"
+    log(f"{target.name}: writing {path}")
+    t0 = time.monotonic()
+    target.write(model, shape, path, config.precision, ref.calib)
+    export_s = time.monotonic() - t0
+    got = target.run(path, ref.inputs)
+    prof = _profile_for(target, profiles, config.device)
+    predicted, why = None, ""
+    if prof is not None:
+        why = _same_space(prof, arch)
+        if why:
+            log(f"{target.name}: no prediction from {prof.name}: {why}")
+        else:
+            predicted = predict(prof, arch)
+    verified = None
+    if config.verify:
+        device = config.device or target.device
+        log(f"{target.name}: timing {path.name} on {device}")
+        verified = verify(path, device, shape, None if why else prof, config.threads,
+                          config.quick, predicted)
+        if verified["drift_note"]:
+            log(f"{target.name}: warning: {verified['drift_note']}")
+    manifest = {
+        "manifest_version": MANIFEST_VERSION, "hwnas": __version__, "created": now(),
+        "target": target.name, "precision": config.precision, "arch": arch.to_dict(),
+        "weights": ({"file": str(config.weights), "sha256": sha256(config.weights)}
+                    if config.weights else None),
+        "input": {"name": INPUT_NAME, "shape": list(shape), "layout": "NCHW",
+                  "dtype": "float32"},
+        "output": {"shape": [1, arch.num_classes]},
+        "artifact": {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256(path)},
+        "runtimes": target.runtime_versions(), "export_s": export_s,
+        "parity": parity(ref.torch_out, got, config.precision, ref.exact),
+        "quantization": quantization_summary(target, config, ref, got),
+        "predicted": predicted, "verified": verified,
+    }
+    validate_manifest(manifest)
+    write_json(folder / "manifest.json", manifest)
+    return manifest
+
+
+def export(config: ExportConfig, log: Callable[[str], None] = lambda _m: None) -> list[dict]:
+    """Export, check and describe the arch for every target (the steps of the module
+    docstring); returns the manifests. `hwnas export` and `hwnas demo` both call this."""
+    from hwnas.profile.reader import Profile
+
+    targets = check_config(config)
+    profiles = [Profile.load(p) for p in config.profiles]
+    model, arch = load_model(load_arch(config.arch), config.weights)
+    check_writable(Path(config.out))
+    ref = reference_outputs(config, model, arch, space_of(arch).input_shape(), log)
+    return [export_target(t, model, arch, ref, profiles, config, log) for t in targets]

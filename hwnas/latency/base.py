@@ -61,7 +61,8 @@ class Prediction:
 
     `ms`: the prediction; `interval`: (low, high) ms or None; `predictor`: the predictor's name;
     `breakdown`: per op {"key", "kind", "ms", "source"} where the profile has a lookup table (else
-    None); `note`: how anything outside the profile was priced (e.g. another classifier head).
+    None); `note`: how anything outside the profile was priced (e.g. another classifier head);
+    `coverage`: the interval's nominal coverage (e.g. 0.9) when the predictor states one.
     """
 
     ms: float
@@ -69,3 +70,4 @@ class Prediction:
     predictor: str
     breakdown: list[dict] | None = None
     note: str = ""
+    coverage: float | None = None

@@ -82,4 +82,5 @@ def predict(profile: Profile, arch: Arch, predictor: LatencyPredictor | None = N
     if lut:
         breakdown = [{"key": op.key, "kind": op.kind, "ms": priced[op.key][0],
                       "source": priced[op.key][1]} for op in ops]
-    return Prediction(ms, interval, predictor.name, breakdown, note)
+    return Prediction(ms, interval, predictor.name, breakdown, note,
+                      predictor.coverage if interval else None)

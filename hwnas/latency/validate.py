@@ -85,3 +85,17 @@ def fit_and_save(profile: Profile, alpha: float = 0.1, seed: int = 0) -> Network
     if len(profile.ops) >= 2:
         OpPredictor().fit(profile.ops).save(profile.root)
     return model
+
+
+def validate_profile(profile: Profile, test_frac: float = 0.4, seed: int = 0,
+                     alpha: float = 0.1, save: bool = True
+                     ) -> tuple[dict, NetworkPredictor | None]:
+    """The `hwnas validate` flow (the demo runs it too): held-out accuracy of every predictor
+    (`validate`) written to `<profile>/validation.json`; then, with `save`, the learned and op
+    predictors fitted on all nets and ops and saved in the profile (`fit_and_save`)."""
+    from hwnas._io import write_json
+
+    report = validate(profile, test_frac, seed, alpha)
+    write_json(profile.root / "validation.json", report)
+    model = fit_and_save(profile, alpha=alpha, seed=seed) if save else None
+    return report, model

@@ -402,9 +402,10 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None,
     return summary
 
 
-def _finish(config: SearchConfig, model: LatencyModel, net: SuperNet, loop: SearchLoop,
-            data: ImageData, tspace: SearchSpace, history: list[dict]) -> dict:
-    pspace = model.profile.space
+def _final_indices(config: SearchConfig, model: LatencyModel, net: SuperNet
+                   ) -> tuple[np.ndarray, float, np.ndarray, list, list]:
+    """Step 6a: the argmax network, repaired when over budget or filled when far under it
+    (`fit_to_budget` / `fill_to_budget`); returns (argmax, its ms, final, repairs, fills)."""
     argmax = net.argmax_indices()
     argmax_ms = float(model.predict_indices(argmax[None, :])[0])
     with torch.no_grad():
@@ -417,8 +418,29 @@ def _finish(config: SearchConfig, model: LatencyModel, net: SuperNet, loop: Sear
     elif config.fill_floor and argmax_ms < config.fill_floor * config.budget_ms:
         final, fills = fill_to_budget(argmax, log_probs, table, model.predict_indices,
                                       config.budget_ms, config.fill_floor)
-    final_ms = float(model.predict_indices(final[None, :])[0])
-    met = final_ms <= config.budget_ms
+    return argmax, argmax_ms, final, steps, fills
+
+
+def _final_message(budget: float, argmax_ms: float, final_ms: float, steps: list,
+                   fills: list) -> str:
+    """Step 6b: one sentence on what arch.json is and why."""
+    if fills:
+        return (f"the argmax network used {argmax_ms / budget:.0%} of the budget "
+                f"({argmax_ms:.4g} ms); {len(fills)} layer(s) switched to slower, most "
+                f"probable choices: {final_ms:.4g} ms <= budget {budget:g} ms")
+    if argmax_ms <= budget:
+        return f"the argmax network fits: {argmax_ms:.4g} ms <= budget {budget:g} ms"
+    if final_ms <= budget:
+        return (f"the argmax network is over budget ({argmax_ms:.4g} ms > {budget:g} ms); "
+                f"arch.json is the closest network that fits ({final_ms:.4g} ms, "
+                f"{len(steps)} layer(s) switched to faster choices)")
+    return f"no network within the budget was found ({final_ms:.4g} ms > {budget:g} ms)"
+
+
+def _save_final_arch(config: SearchConfig, model: LatencyModel, final: np.ndarray,
+                     final_ms: float, data: ImageData, tspace: SearchSpace) -> Arch:
+    """Step 6c: arch.json, with how it was found in its `meta`."""
+    pspace = model.profile.space
     meta = {"method": "proxylessnas", "grad_mode": config.grad_mode, "loss": config.loss,
             "budget_ms": config.budget_ms, "predicted_ms": round(final_ms, 6),
             "profile": model.profile.name, "data": data.name,
@@ -428,34 +450,29 @@ def _finish(config: SearchConfig, model: LatencyModel, net: SuperNet, loop: Sear
     arch = Arch(arch.space, arch.choices, arch.resolution, arch.width, arch.num_classes,
                 arch.channels, meta)
     arch.save(config.out / "arch.json")
+    return arch
+
+
+def _finish(config: SearchConfig, model: LatencyModel, net: SuperNet, loop: SearchLoop,
+            data: ImageData, tspace: SearchSpace, history: list[dict]) -> dict:
+    """Step 6: the final network, arch.json, cloud.csv and the summary."""
+    pspace = model.profile.space
+    argmax, argmax_ms, final, steps, fills = _final_indices(config, model, net)
+    final_ms = float(model.predict_indices(final[None, :])[0])
+    arch = _save_final_arch(config, model, final, final_ms, data, tspace)
     interval = model.interval(arch)
     valid_acc = loop.evaluate(final, "valid")
     test_acc = loop.evaluate(final, "test") if len(data.test) else float("nan")
     _write_cloud(config.out / "cloud.csv", pspace, loop, model, final, config.seed)
-    if fills:
-        message = (f"the argmax network used {argmax_ms / config.budget_ms:.0%} of the budget "
-                   f"({argmax_ms:.4g} ms); {len(fills)} layer(s) switched to slower, most "
-                   f"probable choices: {final_ms:.4g} ms <= budget {config.budget_ms:g} ms")
-    elif argmax_ms <= config.budget_ms:
-        message = (f"the argmax network fits: {argmax_ms:.4g} ms <= budget "
-                   f"{config.budget_ms:g} ms")
-    elif met:
-        message = (f"the argmax network is over budget ({argmax_ms:.4g} ms > "
-                   f"{config.budget_ms:g} ms); arch.json is the closest network that fits "
-                   f"({final_ms:.4g} ms, {len(steps)} layer(s) switched to faster choices)")
-    else:
-        message = (f"no network within the budget was found ({final_ms:.4g} ms > "
-                   f"{config.budget_ms:g} ms)")
-    last = history[-1] if history else {}
     return {
         "budget_ms": config.budget_ms,
-        "met": bool(met),
+        "met": bool(final_ms <= config.budget_ms),
         "predicted_ms": final_ms,
         "interval_ms": list(interval) if interval else None,
         "interval_note": _interval_note(model.best, interval is not None),
         "predictor": model.predictor_name,
         "expected_latency_model": model.note,
-        "message": message,
+        "message": _final_message(config.budget_ms, argmax_ms, final_ms, steps, fills),
         "choices": list(arch.choices),
         "argmax_choices": list(pspace.from_indices(argmax).choices),
         "argmax_ms": argmax_ms,
@@ -477,7 +494,7 @@ def _finish(config: SearchConfig, model: LatencyModel, net: SuperNet, loop: Sear
                          f"{data.num_classes} classes ({data.name})"),
         "data": data.describe(),
         "epochs_done": len(history),
-        "last_epoch": last,
+        "last_epoch": history[-1] if history else {},
         "grad_mode": config.grad_mode,
         "loss": config.loss,
         "profile": str(model.profile.root),
