@@ -293,10 +293,25 @@ def _predict_onnx(prof, path: Path, as_json: bool) -> None:
 
 @app.command()
 def search(
-    profile: Path = typer.Option(..., help="Profile folder of the target device."),
-    budget_ms: float = typer.Option(..., help="Latency budget on that device (ms)."),
+    profile: Path = typer.Option(None, help="Profile folder of the target device (its latency "
+                                            "predictor)."),
+    budget_ms: float = typer.Option(None, help="Latency budget on that device (ms)."),
     out: Path = typer.Option(Path("runs/search"), help="Run folder."),
-    method: str = typer.Option("proxyless", help="Search method (proxyless)."),
+    method: str = typer.Option(None, help="proxyless | evolution | random | reinforce | tpe | "
+                                          "nsga2 [default: proxyless; evolution when "
+                                          "--accuracy-table is given]."),
+    space: str = typer.Option("nb201", help="Search space of a strategy search (the space of "
+                                            "the tables; with --profile, the profile's)."),
+    accuracy_table: Path = typer.Option(None, help="CSV/parquet: arch index or arch string -> "
+                                                   "accuracy (the evaluator of a strategy "
+                                                   "search)."),
+    accuracy_column: str = typer.Option(None, help="Accuracy column of --accuracy-table."),
+    latency_table: Path = typer.Option(None, help="HW-NAS-Bench/HELP CSV: one <device>_ms "
+                                                  "column per device (instead of --profile)."),
+    device: str = typer.Option(None, help="Device column of --latency-table (raspi4 or "
+                                          "raspi4_ms)."),
+    evaluations: int = typer.Option(300, help="Evaluations of a strategy search (a latency "
+                                              "lookup costs none)."),
     grad: str = typer.Option("full_v2", help="Architecture gradient: full_v2 | two | reinforce."),
     loss: str = typer.Option("mul#log", help="Latency loss: mul#log | add#linear."),
     data: str = typer.Option("digits", help="digits | folder:PATH | cifar10:PATH."),
@@ -310,16 +325,41 @@ def search(
                                                 "with slower, most probable choices (0: off)."),
     resume: bool = typer.Option(True, help="Continue an interrupted run in --out."),
 ) -> None:
-    """ProxylessNAS under a latency budget: binary-gated supernet, the profile's latency loss,
-    a budget controller, and a final check (and repair) with the profile's best predictor.
+    """Search under a latency budget.
 
-    The default data (scikit-learn's digits) ships with the install; on a CPU and a few epochs the
-    shared weights learn little, so the result follows the latency term: for accuracy, point
-    --data at CIFAR-10 or an image folder and train longer."""
+    --method proxyless (the default without --accuracy-table): ProxylessNAS on a profile, a
+    binary-gated supernet, the profile's latency loss, a budget controller, and a final check (and
+    repair) with the profile's best predictor. The default data (scikit-learn's digits) ships with
+    the install; on a CPU and a few epochs the shared weights learn little, so the result follows
+    the latency term: for accuracy, point --data at CIFAR-10 or an image folder and train longer.
+
+    --method evolution | random | reinforce | tpe | nsga2 (evolution is the default with
+    --accuracy-table): a strategy proposes architectures, each scored from --accuracy-table and
+    priced by --profile or --latency-table/--device (a constraint <= --budget-ms, checked before
+    any evaluation); RUN/trajectory.csv records every proposal and a rerun resumes it;
+    RUN/summary.json holds the chosen arch, its accuracy, predicted latency, feasibility,
+    evaluations used, the Pareto front and the exact optimum of the tables."""
+    from hwnas.search.strategies import STRATEGIES
+
+    if method is None:
+        method = "proxyless" if accuracy_table is None else "evolution"
+    if method != "proxyless":
+        if method not in STRATEGIES:
+            raise HwnasError(f"unknown search method {method!r}; available: proxyless, "
+                             f"{', '.join(STRATEGIES)}")
+        _strategy_search(method, space, accuracy_table, accuracy_column, latency_table, device,
+                         profile, budget_ms, evaluations, seed, out, resume)
+        return
+    table_opts = [n for n, v in (("--accuracy-table", accuracy_table),
+                                 ("--latency-table", latency_table), ("--device", device))
+                  if v is not None]
+    if table_opts:
+        raise HwnasError(f"{', '.join(table_opts)}: for the strategy methods (--method "
+                         f"{'|'.join(STRATEGIES)}); --method proxyless reads the profile")
+    if profile is None or budget_ms is None:
+        raise HwnasError("--method proxyless needs --profile DIR and --budget-ms X")
     from hwnas.search.run import SearchConfig, run_search
 
-    if method != "proxyless":
-        raise HwnasError(f"unknown search method {method!r}; available: proxyless")
     config = SearchConfig(profile=profile, budget_ms=budget_ms, out=out, grad_mode=grad,
                           loss=loss, data=data, epochs=epochs, warmup_epochs=warmup_epochs,
                           batch_size=batch_size, train_resolution=train_resolution, seed=seed,
@@ -338,6 +378,47 @@ def search(
     console.print(f"arch: {out / 'arch.json'}  predicted {pred:.3f} ms vs budget {budget_ms} ms: "
                   f"{'met' if summary.get('met') else '[red]NOT met[/]'}"
                   if isinstance(pred, (int, float)) else f"done: {out}")
+
+
+def _strategy_search(method: str, space: str, accuracy_table: Path | None,
+                     accuracy_column: str | None, latency_table: Path | None, device: str | None,
+                     profile: Path | None, budget_ms: float | None, evaluations: int, seed: int,
+                     out: Path, resume: bool) -> None:
+    """`hwnas search --method evolution|random|reinforce|tpe|nsga2` (see `search`)."""
+    from hwnas.search.tabular import StrategySearchConfig, run_strategy_search
+
+    if accuracy_table is None:
+        raise HwnasError(f"--method {method} needs --accuracy-table FILE (the score of each "
+                         "architecture; shared-weight, trained and zero-cost evaluators are not "
+                         "offered on the command line yet)")
+    config = StrategySearchConfig(method=method, accuracy_table=accuracy_table, out=out,
+                                  space=space, accuracy_column=accuracy_column,
+                                  latency_table=latency_table, device=device, profile=profile,
+                                  budget_ms=budget_ms, evaluations=evaluations, seed=seed,
+                                  resume=resume)
+    from rich.progress import Progress
+
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"search ({method})", total=evaluations)
+
+        def progress(trial) -> None:
+            bar.update(task, completed=trial.evaluation)
+
+        summary = run_strategy_search(config, progress)
+    chosen, ref = summary["chosen"], summary["reference"]
+    if chosen is None:
+        console.print(f"[red]{escape(summary['message'])}[/]")
+        return
+    lat = (f", predicted {summary['predicted_ms']:.3f} ms" if summary["predicted_ms"] is not None
+           else "")
+    met = "" if budget_ms is None else \
+        f" vs budget {budget_ms:g} ms: {'met' if summary['met'] else '[red]NOT met[/]'}"
+    console.print(f"{escape(chosen['arch_str'])} (nb201 index {chosen['index']}): accuracy "
+                  f"{summary['accuracy']:.4g}{lat}{met}; {summary['evaluations_used']} "
+                  f"evaluations, {summary['proposals']} proposals")
+    console.print(f"exact optimum of the tables: accuracy {ref['accuracy']:.4g} (regret "
+                  f"{ref['regret']:.3g}); arch: {out / 'arch.json'}, summary: "
+                  f"{out / 'summary.json'}")
 
 
 @app.command()

@@ -186,7 +186,7 @@ def test_invalid_arch_messages_are_all_different(tmp_path: Path) -> None:
 def test_invalid_space_settings() -> None:
     with pytest.raises(HwnasError, match="width multiplier must be within 0.1..4.0, got 0.0"):
         get_space("proxyless", width=0.0)
-    with pytest.raises(HwnasError, match="resolution must be at least 8, got 4"):
+    with pytest.raises(HwnasError, match="resolution must be within 8..4096, got 4"):
         get_space("fbnet", resolution=4)
     with pytest.raises(HwnasError, match="space 'fbnet' takes 7 stage widths, got 6"):
         get_space("fbnet", channels=PROXYLESS_MOBILE_CHANNELS)

@@ -194,7 +194,10 @@ def measure_interleaved(runners: dict[str, Runner | Callable[[], object]], proto
     results: dict[str, Measurement] = {}
     pending = dict(runners)
     timed_ms = dict.fromkeys(runners, 0.0)  # all timed run time, discarded attempts included
+    tries = dict.fromkeys(runners, 0)
     for attempt in range(protocol.retries + 1):
+        for k in pending:
+            tries[k] += 1
         warm = {k: run.warm_up(protocol) for k, run in pending.items()}
         samples: dict[str, list[float]] = {k: [] for k in pending}
         runs = dict.fromkeys(pending, 0)
@@ -231,7 +234,7 @@ def measure_interleaved(runners: dict[str, Runner | Callable[[], object]], proto
     for k in pending:
         results[k].flagged = True
     for k, m in results.items():
-        m.attempts = max(m.attempts, 1)
+        m.attempts = tries[k]  # every attempt made, the discarded ones included
         m.extra.update(runners[k].extra())
         m.extra["timed_ms_all"] = timed_ms[k]
     if on_done:

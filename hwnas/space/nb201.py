@@ -271,7 +271,7 @@ class NB201Space(SearchSpace):
         blocks, head): the official TinyNetwork's function and layers, without its dead edges
         (see the module docstring); eval mode.
 
-        `blocks` holds stem, 5 cells, reduction, 5 cells, reduction, 5 cells, head (18 blocks)."""
+        `blocks` holds stem, 5 cells, reduction, 5 cells, reduction, 5 cells, head (19 blocks)."""
         choices = self.live_choices(arch)
         blocks: list[nn.Module] = [op.module() for op in self.stem_ops()]
         reductions = self.reduction_ops()

@@ -1,0 +1,308 @@
+"""`run_strategy_search`: a strategy (random, evolution, reinforce, tpe, nsga2) on tables or a profile.
+
+What `hwnas search --method evolution|random|reinforce|tpe|nsga2 ...` runs:
+
+1. the space (`nb201` by default; with `--profile`, the profile's space and settings);
+2. the evaluator: accuracy from `accuracy_table` (`hwnas.search.tables`, column `accuracy_column`);
+3. the latency predictor: one device column of `latency_table` (HW-NAS-Bench / HELP layout), or
+   the profile's best predictor (`hwnas.latency.prediction.best_predictor`: the learned correction
+   saved by `hwnas validate`, else the lookup-table sum);
+4. with `budget_ms`, the constraint predicted latency <= budget (`LatencyConstraint`); a budget
+   below the fastest network of the space (all 15,625 cells priced at once) is refused, naming
+   the smallest latency. Without a budget the latency is still recorded (Pareto front);
+5. the strategy (`make_strategy`) run by `run_strategy` for `evaluations` evaluations, every trial
+   appended to `out/trajectory.csv`; a later call with the same `out` and settings resumes from
+   it (`config.json` must match; a different one is refused);
+6. `out/summary.json`: the chosen arch (the best feasible evaluated one), its accuracy, predicted
+   latency (and interval when the predictor gives one), feasibility, evaluations used, the Pareto
+   front; and, because a table covers every arch, the exact constrained optimum by enumeration
+   and the regret to it (`reference`). `out/arch.json`: the chosen arch (for `hwnas export`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hwnas._io import write_json
+from hwnas.errors import HwnasError
+from hwnas.search.constraints import LatencyConstraint
+from hwnas.search.evaluators import TableEvaluator
+from hwnas.search.strategies import STRATEGIES, make_strategy
+from hwnas.search.strategy import SearchResult, Trial, run_strategy
+from hwnas.search.tables import TableLatencyPredictor, load_accuracy_table, load_latency_table
+from hwnas.space import Arch, SearchSpace, get_space
+from hwnas.space.nb201 import NB201Space, all_indices
+
+RESUME_KEYS = ("method", "space", "accuracy_table", "accuracy_column", "latency_table", "device",
+               "profile", "budget_ms", "seed", "options", "strategy", "dedupe")
+
+
+@dataclass
+class StrategySearchConfig:
+    """Settings of one strategy search (see the module docstring)."""
+
+    method: str
+    accuracy_table: Path
+    out: Path = Path("runs/search")
+    space: str = "nb201"
+    accuracy_column: str | None = None
+    latency_table: Path | None = None
+    device: str | None = None
+    profile: Path | None = None
+    budget_ms: float | None = None
+    evaluations: int = 300
+    seed: int = 0
+    resume: bool = True
+    options: dict = field(default_factory=dict)  # strategy options (population_size, ...)
+    max_asks: int | None = None
+    dedupe: bool = True
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.accuracy_table = Path(self.accuracy_table)
+        if self.latency_table is not None:
+            self.latency_table = Path(self.latency_table)
+        if self.profile is not None:
+            self.profile = Path(self.profile)
+        if self.method not in STRATEGIES:
+            raise HwnasError(f"unknown search method {self.method!r}; available: "
+                             f"{', '.join(STRATEGIES)} (and proxyless with --profile)")
+        if self.profile is not None and (self.latency_table is not None or self.device):
+            raise HwnasError("give the latency as --profile DIR or as --latency-table FILE "
+                             "--device COLUMN, not both")
+        if self.latency_table is not None and not self.device:
+            raise HwnasError(f"--latency-table {self.latency_table} needs --device COLUMN "
+                             "(e.g. raspi4 or raspi4_ms)")
+        if self.device and self.latency_table is None:
+            raise HwnasError(f"--device {self.device} names a column of --latency-table FILE; "
+                             "give the table too")
+        if self.budget_ms is not None:
+            if isinstance(self.budget_ms, bool) or not isinstance(self.budget_ms, (int, float)) \
+                    or not math.isfinite(self.budget_ms) or self.budget_ms <= 0:
+                raise HwnasError(f"the budget must be a positive number of ms, got "
+                                 f"{self.budget_ms!r}")
+            if self.profile is None and self.latency_table is None:
+                raise HwnasError("a latency budget needs a latency: --profile DIR, or "
+                                 "--latency-table FILE --device COLUMN")
+        if isinstance(self.evaluations, bool) or not isinstance(self.evaluations, int) \
+                or self.evaluations < 1:
+            raise HwnasError(f"evaluations must be a positive integer, got {self.evaluations!r}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("out", "accuracy_table", "latency_table", "profile"):
+            if d[k] is not None:
+                d[k] = str(Path(d[k]).resolve()) if k != "out" else str(d[k])
+        return d
+
+
+@dataclass
+class _Setup:
+    space: SearchSpace
+    evaluator: TableEvaluator
+    predictor: object | None
+    constraint: LatencyConstraint | None
+    tables: dict
+
+
+def _setup(config: StrategySearchConfig) -> _Setup:
+    profile = None
+    if config.profile is not None:
+        from hwnas.profile.reader import Profile
+
+        profile = Profile.load(config.profile)
+        space = profile.space
+        if space.name != config.space:
+            raise HwnasError(f"{config.profile} profiles space {space.name!r}, the search is over "
+                             f"{config.space!r} (--space)")
+    else:
+        space = get_space(config.space)
+    if not isinstance(space, NB201Space):
+        raise HwnasError(f"strategy search reads accuracy from a table, which hwnas supports for "
+                         f"the nb201 space; space {space.name!r} has none (use --method "
+                         f"proxyless with --profile for the supernet search)")
+    acc = load_accuracy_table(config.accuracy_table, space, config.accuracy_column)
+    tables = {"accuracy": acc.describe()}
+    predictor = None
+    if config.latency_table is not None:
+        lat = load_latency_table(config.latency_table, space, config.device)
+        predictor = TableLatencyPredictor(lat, config.device)
+        tables["latency"] = lat.describe()
+    elif profile is not None:
+        from hwnas.latency.prediction import best_predictor
+
+        predictor = best_predictor(profile)
+    constraint = None
+    if predictor is not None:
+        constraint = LatencyConstraint(predictor, config.budget_ms, space=space) \
+            if config.budget_ms is not None else _LatencyMetric(predictor, space)
+    return _Setup(space, TableEvaluator(acc), predictor, constraint, tables)
+
+
+class _LatencyMetric(LatencyConstraint):
+    """Latency recorded without a budget (the Pareto front needs it): limit +inf."""
+
+    def __init__(self, predictor: object, space: SearchSpace) -> None:
+        super().__init__(predictor, 1.0, space=space)
+        self.limit = math.inf
+
+    def describe(self) -> str:
+        return f"latency by {self.predictor_name} (no budget)"
+
+
+def _check_resume(config: StrategySearchConfig, settings: dict) -> bool:
+    """True when out/ holds a run to resume (same settings); refuses a different one."""
+    saved = config.out / "config.json"
+    traj = config.out / "trajectory.csv"
+    if not config.resume:
+        for stale in (traj, config.out / "summary.json", config.out / "arch.json"):
+            stale.unlink(missing_ok=True)
+        return False
+    if not traj.exists():
+        return False
+    if not saved.exists():
+        raise HwnasError(f"{config.out} holds a trajectory.csv without config.json; use "
+                         "another --out or --no-resume to start over")
+    import json
+
+    try:
+        theirs = json.loads(saved.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise HwnasError(f"{saved}: unreadable ({e})") from None
+    diff = [k for k in RESUME_KEYS if theirs.get(k) != settings.get(k)]
+    if diff:
+        raise HwnasError(f"{config.out} holds a search with other settings ("
+                         + ", ".join(f"{k}: {theirs.get(k)!r} vs {settings.get(k)!r}"
+                                     for k in diff)
+                         + "); use another --out, or --no-resume to start over")
+    return True
+
+
+def _trial_dict(space: NB201Space, t: Trial, predictor: object | None) -> dict:
+    arch = space.from_indices(list(t.indices))
+    d = {"index": space.index(arch), "arch_str": space.arch_str(arch),
+         "choices": list(arch.choices), "accuracy": t.score, "trial": t.number,
+         "evaluation": t.evaluation}
+    if t.latency_ms is not None:
+        d["predicted_ms"] = t.latency_ms
+    return d
+
+
+def run_strategy_search(config: StrategySearchConfig,
+                        progress: Callable[[Trial], None] | None = None) -> dict:
+    """Run one strategy search (module docstring); returns the summary (also summary.json)."""
+    t0 = time.monotonic()
+    setup = _setup(config)
+    space = setup.space
+    sizes = [len(layer.choices) for layer in space.layers]
+    options = dict(config.options)
+    if config.method == "reinforce" and config.budget_ms is not None:
+        options.setdefault("target_ms", float(config.budget_ms))
+    strategy = make_strategy(config.method, sizes, config.seed, **options)
+
+    all_idx = all_indices()
+    all_ms = None
+    if setup.predictor is not None:
+        all_ms = np.asarray(setup.constraint.measure(all_idx), dtype=float)
+        if config.budget_ms is not None and config.budget_ms < all_ms.min():
+            k = int(np.argmin(all_ms))
+            raise HwnasError(
+                f"budget {config.budget_ms:g} ms is below the fastest network of space "
+                f"{space.name!r} by {setup.constraint.predictor_name}: "
+                f"{space.arch_str(space.from_indices(all_idx[k]))} takes {all_ms[k]:.4g} ms; "
+                f"raise the budget to at least {all_ms[k]:.4g} ms")
+
+    settings = {**config.to_dict(), "strategy": strategy.settings(),
+                "options": {k: v for k, v in options.items()}}
+    resuming = _check_resume(config, settings)
+    config.out.mkdir(parents=True, exist_ok=True)
+    write_json(config.out / "config.json", settings)
+    result = run_strategy(strategy, setup.evaluator,
+                          [setup.constraint] if setup.constraint is not None else [],
+                          evaluations=config.evaluations,
+                          trajectory=config.out / "trajectory.csv", resume=resuming,
+                          max_asks=config.max_asks, dedupe=config.dedupe,
+                          decode=lambda idx: space.arch_str(space.from_indices(list(idx))),
+                          progress=progress)
+    summary = _summary(config, setup, strategy.settings(), result, all_idx, all_ms)
+    summary["wall_s"] = time.monotonic() - t0
+    write_json(config.out / "summary.json", summary)
+    return summary
+
+
+def _summary(config: StrategySearchConfig, setup: _Setup, strategy_settings: dict,
+             result: SearchResult, all_idx: np.ndarray, all_ms: np.ndarray | None) -> dict:
+    space = setup.space
+    best = result.best
+    chosen = None
+    if best is not None:
+        arch = space.from_indices(list(best.indices))
+        chosen = _trial_dict(space, best, setup.predictor)
+        chosen["feasible"] = bool(best.feasible)
+        interval = None
+        if setup.predictor is not None:
+            bounds = setup.predictor.interval([arch])
+            if bounds is not None:
+                interval = [float(bounds[0][0]), float(bounds[1][0])]
+        chosen["interval_ms"] = interval
+        meta = {"method": config.method, "seed": config.seed, "accuracy": best.score,
+                "nb201_index": chosen["index"], "arch_str": chosen["arch_str"]}
+        if best.latency_ms is not None:
+            meta["predicted_ms"] = best.latency_ms
+        Arch(arch.space, arch.choices, arch.resolution, arch.width, arch.num_classes,
+             arch.channels, meta).save(config.out / "arch.json")
+    if best is None:
+        message = (f"no feasible architecture was evaluated in {result.asks} proposals "
+                   f"(stopped by {result.stopped})")
+    elif config.budget_ms is not None:
+        message = (f"best feasible: accuracy {best.score:.4g}, {best.latency_ms:.4g} ms <= "
+                   f"budget {config.budget_ms:g} ms, after {result.evaluations} evaluations")
+    else:
+        message = f"best: accuracy {best.score:.4g} after {result.evaluations} evaluations"
+    # the exact (constrained) optimum: every arch of the tables, priced by the same predictor
+    acc_all = setup.evaluator.table.lookup(all_idx)
+    ok = np.ones(len(all_idx), bool) if all_ms is None or config.budget_ms is None \
+        else all_ms <= config.budget_ms
+    k = int(np.flatnonzero(ok)[np.argmax(acc_all[ok])])
+    opt = space.from_indices(all_idx[k])
+    reference = {"index": k, "arch_str": space.arch_str(opt), "accuracy": float(acc_all[k]),
+                 "predicted_ms": float(all_ms[k]) if all_ms is not None else None,
+                 "feasible_archs": int(ok.sum()),
+                 "regret": float(acc_all[k] - best.score) if best is not None else None,
+                 "note": "the exact optimum under the same constraint, by enumerating every "
+                         "arch of the tables (possible only because a table covers them all)"}
+    return {
+        "method": config.method,
+        "space": space.name,
+        "seed": config.seed,
+        "budget_ms": config.budget_ms,
+        "met": bool(best is not None and best.feasible),
+        "message": message,
+        "chosen": chosen,
+        "accuracy": best.score if best is not None else None,
+        "predicted_ms": best.latency_ms if best is not None else None,
+        "feasible": bool(best is not None and best.feasible),
+        "evaluations_requested": config.evaluations,
+        "evaluations_used": result.evaluations,
+        "proposals": result.asks,
+        "infeasible_proposals": sum(t.status == "infeasible" for t in result.trials),
+        "duplicate_proposals": sum(t.status == "duplicate" for t in result.trials),
+        "stopped_by": result.stopped,
+        "resumed_trials": result.resumed_trials,
+        "pareto": [_trial_dict(space, t, setup.predictor) for t in result.pareto],
+        "evaluator": setup.evaluator.name,
+        "latency_predictor": getattr(setup.predictor, "name", None),
+        "constraint": setup.constraint.describe() if setup.constraint is not None else None,
+        "strategy": strategy_settings,
+        "tables": setup.tables,
+        "profile": str(config.profile) if config.profile is not None else None,
+        "reference": reference,
+        "trajectory": str(config.out / "trajectory.csv"),
+    }
