@@ -6,8 +6,9 @@ A block in README.md looks like
     ...generated; never edited by hand...
     <!-- END benchmarks/results/NAME.md -->
 
-and is replaced by the current content of that file. `--check` changes nothing and exits 1 when
-a block differs from its file (the test suite runs the same check).
+and is replaced by the current content of that file (its `# Title` line shown in bold).
+`--check` changes nothing and exits 1 when a block differs from its file (the test suite runs
+the same check).
 
     python benchmarks/readme.py [--check]        (make readme)
 """
@@ -24,6 +25,12 @@ BLOCK = re.compile(r"(<!-- BEGIN (?P<name>benchmarks/results/[\w.-]+\.md) -->\n)
                    r"(<!-- END (?P=name) -->)", re.S)
 
 
+def demote(markdown: str) -> str:
+    """A results file's own `# Title` becomes bold text, so the README keeps its outline."""
+    return "\n".join(f"**{line[2:].strip()}**" if line.startswith("# ") else line
+                     for line in markdown.splitlines())
+
+
 def render(readme: str, root: Path = ROOT) -> tuple[str, list[str]]:
     """README text with every block filled from its file; the names of blocks that changed."""
     changed: list[str] = []
@@ -32,7 +39,7 @@ def render(readme: str, root: Path = ROOT) -> tuple[str, list[str]]:
         path = root / m["name"]
         if not path.is_file():
             raise SystemExit(f"error: README block names {m['name']}, which does not exist")
-        body = path.read_text().strip() + "\n"
+        body = demote(path.read_text().strip()) + "\n"
         if body != m["body"]:
             changed.append(m["name"])
         return m.group(1) + body + m.group(4)

@@ -62,7 +62,7 @@ DATASETS = {"cifar10": "CIFAR10TestAccuracy200Epochs", "cifar100": "CIFAR100Test
             "imagenet16": "ImageNetTestAccuracy200Epochs"}
 DEVICES = ("titan_rtx_256", "gold_6226", "pixel2", "raspi4", "eyeriss", "fpga")
 QUANTILES = (0.25, 0.50, 0.75)
-STRATEGIES = ("random", "evolution", "reinforce", "tpe", "nsga2")
+STRATEGIES = ("random", "evolution", "evolution@20x5", "reinforce", "tpe", "nsga2")
 OPTUNA = ("tpe", "nsga2")
 OUT = ROOT / "benchmarks" / "results"
 
@@ -103,6 +103,12 @@ def settings_grid(space, datasets, devices) -> tuple[dict, dict, list[dict]]:
 
 
 def strategy_options(name: str, budget: float, args) -> dict:
+    """Options of a strategy spec: a name, or `evolution@PxS` (population P, tournament S)."""
+    if "@" in name:
+        base, _, spec = name.partition("@")
+        p, s = spec.split("x")
+        return {**strategy_options(base, budget, args), "population_size": int(p),
+                "sample_size": int(s)}
     if name == "reinforce":
         return {"target_ms": budget}
     if name == "evolution":
@@ -124,7 +130,8 @@ def run_grid(name: str, grid: list[dict], acc, lat, space, seeds: int, evals: li
         evaluator = TableEvaluator(acc[g["dataset"]])
         predictor = TableLatencyPredictor(lat[g["device"]])
         for seed in range(seeds):
-            strategy = make_strategy(name, [len(layer.choices) for layer in space.layers], seed,
+            strategy = make_strategy(name.partition("@")[0],
+                                     [len(layer.choices) for layer in space.layers], seed,
                                      **strategy_options(name, g["budget_ms"], args))
             t0 = time.monotonic()
             res = run_strategy(strategy, evaluator,
@@ -153,6 +160,8 @@ def summarise(rows: list[dict], evals: list[int]) -> list[dict]:
     for name in dict.fromkeys(r["strategy"] for r in rows):
         rs = [r for r in rows if r["strategy"] == name]
         for n in evals:
+            if f"regret@{n}" not in rs[0]:
+                continue  # this strategy ran to fewer evaluations
             reg = np.array([r[f"regret@{n}"] for r in rs], dtype=float)
             found = ~np.isnan(reg)
             out.append({
@@ -168,17 +177,19 @@ def summarise(rows: list[dict], evals: list[int]) -> list[dict]:
     return out
 
 
-def per_device(rows: list[dict], evals: list[int], datasets: list[str]) -> list[dict]:
+def per_device(rows: list[dict], evals: list[int], datasets: list[str],
+               devices: list[str] = DEVICES) -> list[dict]:
     """Mean regret per device and strategy at each evaluation count, on the datasets given
     (all strategies on the same runs' settings)."""
     out = []
     names = list(dict.fromkeys(r["strategy"] for r in rows))
     for n in evals:
-        for dev in DEVICES:
+        for dev in devices:
             row: dict = {"evaluations": n, "device": dev}
             for name in names:
                 reg = [r[f"regret@{n}"] for r in rows if r["strategy"] == name
-                       and r["device"] == dev and r["dataset"] in datasets]
+                       and r["device"] == dev and r["dataset"] in datasets
+                       and f"regret@{n}" in r]
                 row[name] = float(np.nanmean(reg)) if reg else float("nan")
             out.append(row)
     return out
@@ -191,8 +202,8 @@ def main() -> int:
     ap.add_argument("--evaluations", default="100,300,1000")
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--devices", default=",".join(DEVICES))
-    ap.add_argument("--optuna-seeds", type=int, default=2)
-    ap.add_argument("--optuna-datasets", default="cifar10")
+    ap.add_argument("--optuna-seeds", type=int, default=3)
+    ap.add_argument("--optuna-datasets", default="cifar10,cifar100,imagenet16")
     ap.add_argument("--optuna-evaluations", default="100,300")
     ap.add_argument("--max-asks-factor", type=int, default=20)
     ap.add_argument("--population", type=int, default=None, help="evolution population size")
@@ -202,7 +213,19 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 seeds, CIFAR-10, no optuna")
     ap.add_argument("--out", default=str(OUT / "tabular_search"),
                     help="output path without suffix (.md and .json are written)")
+    ap.add_argument("--render", default=None,
+                    help="re-write the tables from a results JSON of this script (no runs)")
     args = ap.parse_args()
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        saved.setdefault("evaluations", [100, 300, 1000])
+        saved.setdefault("seeds", 10)
+        info = {k: v for k, v in saved.items() if k not in ("summary", "per_dataset",
+                                                           "per_device", "targets", "settings",
+                                                           "rows")}
+        write_results(info, saved["rows"], saved["settings"], Path(args.out))
+        print(f"\nwrote {Path(args.out).with_suffix('.md')} and .json (rendered)")
+        return 0
     if not (ACCURACY.is_file() and LATENCY.is_file()):
         print(f"skipped: NAS-Bench-201 tables not found under {SHARED_DATA} "
               "(../shared/data is absent)")
@@ -227,55 +250,126 @@ def main() -> int:
             ds, seeds, ev = datasets, args.seeds, evals
         sub = [g for g in grid if g["dataset"] in ds]
         runs[name] = {"datasets": ds, "seeds": seeds, "evaluations": ev,
-                      "options": strategy_options(name, 1.0, args)}
+                      "options": {k: ("the budget" if k == "target_ms" else v)
+                                  for k, v in strategy_options(name, 1.0, args).items()}}
         rows += run_grid(name, sub, acc, lat, space, seeds, ev, args)
-    all_evals = sorted({n for r in runs.values() for n in r["evaluations"]})
-    summary = [s for s in summarise(rows, all_evals)
-               if s["evaluations"] in runs[s["strategy"]]["evaluations"]]
-    text = print_table(summary, "Regret to the exact constrained optimum (accuracy points)")
-    common = [d for d in datasets if all(d in r["datasets"] for r in runs.values())] or datasets
-    dev_rows = per_device([r for r in rows if r["dataset"] in datasets], evals, datasets)
-    text += "\n" + print_table(dev_rows, f"Mean regret per device (datasets: {', '.join(datasets)})")
-    if any(n in OPTUNA for n in runs):
-        dev_small = per_device([r for r in rows if r["dataset"] in common],
-                               [n for n in evals if all(n in r["evaluations"]
-                                                        for r in runs.values())], common)
-        text += "\n" + print_table(dev_small, f"Mean regret per device, all strategies on the "
-                                              f"same grid (datasets: {', '.join(common)}; "
-                                              f"seeds differ, see the first table)")
-    opt_rows = [{"dataset": g["dataset"], "device": g["device"], "quantile": g["quantile"],
-                 "budget ms": g["budget_ms"], "optimum": g["optimum"],
-                 "optimum index": g["optimum_index"], "feasible cells": g["feasible_cells"]}
-                for g in grid]
     wall = time.monotonic() - t_start
     command = " ".join([".venv/bin/python", "benchmarks/tabular_search.py", *sys.argv[1:]])
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
             "host": host_info(), "wall_s": round(wall, 1), "runs": runs,
             "quantiles": list(QUANTILES), "devices": devices, "datasets": datasets,
+            "evaluations": evals, "seeds": args.seeds,
             "data": {"accuracy": str(ACCURACY.relative_to(ROOT.parent)),
                      "latency": str(LATENCY.relative_to(ROOT.parent))},
             "max_asks_factor": args.max_asks_factor}
     out = Path(args.out)
+    write_results(info, rows, grid, out)
+    print(f"\nwrote {out.with_suffix('.md')} and .json ({wall:.0f} s)")
+    return 0
+
+
+def per_dataset(rows: list[dict], runs: dict) -> list[dict]:
+    """Mean / worst regret and share within 0.3 per strategy, dataset and evaluation count."""
+    out = []
+    for name, r in runs.items():
+        for ds in r["datasets"]:
+            for n in r["evaluations"]:
+                reg = np.array([x[f"regret@{n}"] for x in rows if x["strategy"] == name
+                                and x["dataset"] == ds], dtype=float)
+                out.append({"strategy": name, "dataset": ds, "evaluations": n,
+                            "runs": int(reg.size), "mean regret": float(np.nanmean(reg)),
+                            "worst regret": float(np.nanmax(reg)),
+                            "within 0.3": float(np.mean(reg <= 0.3 + 1e-9))})
+    return out
+
+
+def targets(rows: list[dict], summary: list[dict], per_ds: list[dict], dev_rows: list[dict]
+            ) -> list[dict]:
+    """The issue's targets for regularized evolution, met or not, by how much."""
+    def mean(name, n, ds=None):
+        src = per_ds if ds else summary
+        for x in src:
+            if x["strategy"] == name and x["evaluations"] == n and (ds is None
+                                                                    or x["dataset"] == ds):
+                return x["mean regret"]
+        return float("nan")
+
+    out = []
+    datasets = list(dict.fromkeys(x["dataset"] for x in per_ds))
+    for n, goal in ((300, 0.3), (1000, 0.1)):
+        for ds in [None, *datasets]:
+            v = mean("evolution", n, ds)
+            out.append({"target": f"evolution mean regret <= {goal} at {n}",
+                        "over": ds or "all datasets", "value": v, "met": bool(v <= goal),
+                        "margin": goal - v})
+    for n in sorted({r["evaluations"] for r in dev_rows}):
+        worse = [r["device"] for r in dev_rows if r["evaluations"] == n
+                 and not r.get("evolution", np.inf) < r.get("random", -np.inf)]
+        out.append({"target": f"evolution beats random on every device at {n}",
+                    "over": "all datasets", "value": float(len(dev_rows) / len(
+                        {r['evaluations'] for r in dev_rows}) - len(worse)),
+                    "met": not worse, "margin": ", ".join(worse) or "-"})
+    feas = min((x["feasible"] for x in summary if x["strategy"] == "evolution"), default=0.0)
+    out.append({"target": "100% of evolution results feasible", "over": "all runs",
+                "value": feas, "met": feas == 1.0, "margin": feas - 1.0})
+    return out
+
+
+def write_results(info: dict, rows: list[dict], grid: list[dict], out: Path) -> None:
+    """The Markdown and JSON results (also from a saved JSON: --render)."""
+    runs, datasets, devices = info["runs"], info["datasets"], info["devices"]
+    evals, seeds = info["evaluations"], info["seeds"]
+    all_evals = sorted({n for r in runs.values() for n in r["evaluations"]})
+    summary = [s for s in summarise(rows, all_evals)
+               if s["evaluations"] in runs[s["strategy"]]["evaluations"]]
+    text = print_table(summary, "Regret to the exact constrained optimum (accuracy points), "
+                                "over datasets, devices, budgets and seeds")
+    per_ds = per_dataset(rows, runs)
+    text += "\n" + print_table(per_ds, "Per dataset (over devices, budgets and seeds)")
+    main_grid = [n for n, r in runs.items() if r["evaluations"] == evals and r["seeds"] == seeds]
+    dev_rows = per_device([r for r in rows if r["strategy"] in main_grid], evals, datasets,
+                          devices)
+    text += "\n" + print_table(dev_rows, f"Mean regret per device (datasets: "
+                                         f"{', '.join(datasets)})")
+    common = [d for d in datasets if all(d in r["datasets"] for r in runs.values())] or datasets
+    if any(n in OPTUNA for n in runs):
+        small = min(r["seeds"] for r in runs.values())
+        dev_small = per_device([r for r in rows if r["dataset"] in common and r["seed"] < small],
+                               [n for n in evals if all(n in r["evaluations"]
+                                                        for r in runs.values())], common,
+                               devices)
+        text += "\n" + print_table(dev_small, f"Mean regret per device, all strategies on the "
+                                              f"same runs (datasets: {', '.join(common)}; "
+                                              f"seeds 0..{small - 1})")
+    goals = targets(rows, summary, per_ds, dev_rows) if "evolution" in runs else []
+    if goals:
+        text += "\n" + print_table(goals, "Targets (issue 13) for regularized evolution")
+    opt_rows = [{"dataset": g["dataset"], "device": g["device"], "quantile": g["quantile"],
+                 "budget ms": g["budget_ms"], "optimum": g["optimum"],
+                 "optimum index": g["optimum_index"], "feasible cells": g["feasible_cells"]}
+                for g in grid]
     out.parent.mkdir(parents=True, exist_ok=True)
     md = ["# Tabular search benchmark (NAS-Bench-201)\n",
-          f"- date: {info['date']}", f"- command: `{command}`",
+          f"- date: {info['date']}", f"- command: `{info['command']}`",
           f"- host: {info['host']['cpu']}, {info['host']['cores']} cores, python "
           f"{info['host']['python']}, optuna {info['host']['optuna']}",
-          f"- wall time: {wall:.0f} s",
+          f"- wall time: {info['wall_s']:.0f} s",
           "- grids: " + "; ".join(f"{k}: datasets {', '.join(v['datasets'])}, {v['seeds']} seeds, "
                                   f"evaluations {', '.join(map(str, v['evaluations']))}"
                                   + (f", options {v['options']}" if v['options'] else "")
                                   for k, v in runs.items()),
           "- regret = exact constrained optimum (all 15,625 cells) - accuracy of the best "
           "feasible candidate found, in accuracy points; budgets at the 25/50/75% latency "
-          "quantiles of each device", "", text, "",
+          "quantiles of each device; `evolution` is the default (population 50, tournament 10), "
+          "`evolution@20x5` population 20, tournament 5", "", text, "",
           print_table(opt_rows, "Settings and their exact optima")]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(
-        {**info, "summary": summary, "per_device": dev_rows, "settings": grid, "rows": rows},
-        indent=1) + "\n")
-    print(f"\nwrote {out.with_suffix('.md')} and .json ({wall:.0f} s)")
-    return 0
+    compact = [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
+               for r in rows]  # one run per line, 4 decimals: the file stays small
+    head = json.dumps({**info, "summary": summary, "per_dataset": per_ds,
+                       "per_device": dev_rows, "targets": goals, "settings": grid}, indent=1)
+    body = ",\n".join(json.dumps(r, separators=(",", ":")) for r in compact)
+    out.with_suffix(".json").write_text(f"{head[:-2]},\n \"rows\": [\n{body}\n]\n}}\n")
 
 
 if __name__ == "__main__":

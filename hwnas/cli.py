@@ -385,7 +385,11 @@ def _strategy_search(method: str, space: str, accuracy_table: Path | None,
                      profile: Path | None, budget_ms: float | None, evaluations: int, seed: int,
                      out: Path, resume: bool) -> None:
     """`hwnas search --method evolution|random|reinforce|tpe|nsga2` (see `search`)."""
-    from hwnas.search.tabular import StrategySearchConfig, run_strategy_search
+    from hwnas.search.tabular import (
+        StrategySearchConfig,
+        prepare_strategy_search,
+        run_strategy_search,
+    )
 
     if accuracy_table is None:
         raise HwnasError(f"--method {method} needs --accuracy-table FILE (the score of each "
@@ -396,6 +400,7 @@ def _strategy_search(method: str, space: str, accuracy_table: Path | None,
                                   latency_table=latency_table, device=device, profile=profile,
                                   budget_ms=budget_ms, evaluations=evaluations, seed=seed,
                                   resume=resume)
+    prepared = prepare_strategy_search(config)  # every check first: nothing shown or written
     from rich.progress import Progress
 
     with Progress(console=console) as bar:
@@ -404,7 +409,7 @@ def _strategy_search(method: str, space: str, accuracy_table: Path | None,
         def progress(trial) -> None:
             bar.update(task, completed=trial.evaluation)
 
-        summary = run_strategy_search(config, progress)
+        summary = run_strategy_search(config, progress, prepared)
     chosen, ref = summary["chosen"], summary["reference"]
     if chosen is None:
         console.print(f"[red]{escape(summary['message'])}[/]")

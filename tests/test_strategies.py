@@ -498,7 +498,9 @@ def test_cli_strategy_search_mistakes(tables, tmp_path: Path, capsys, args, mess
     argv = ["search", *[x.format(a=a, l=l_) for x in args], "--out", str(out)]
     with pytest.raises(SystemExit) as info:
         main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
     assert info.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert not captured.out.strip()  # checked before any progress is shown
     assert message in err[0]
     assert not out.exists()

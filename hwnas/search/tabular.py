@@ -162,9 +162,7 @@ def _check_resume(config: StrategySearchConfig, settings: dict) -> bool:
     saved = config.out / "config.json"
     traj = config.out / "trajectory.csv"
     if not config.resume:
-        for stale in (traj, config.out / "summary.json", config.out / "arch.json"):
-            stale.unlink(missing_ok=True)
-        return False
+        return False  # the run starts over (its old files are removed when it starts)
     if not traj.exists():
         return False
     if not saved.exists():
@@ -195,10 +193,22 @@ def _trial_dict(space: NB201Space, t: Trial, predictor: object | None) -> dict:
     return d
 
 
-def run_strategy_search(config: StrategySearchConfig,
-                        progress: Callable[[Trial], None] | None = None) -> dict:
-    """Run one strategy search (module docstring); returns the summary (also summary.json)."""
-    t0 = time.monotonic()
+@dataclass
+class PreparedSearch:
+    """A checked strategy search, ready to run (`prepare_strategy_search`)."""
+
+    config: StrategySearchConfig
+    setup: _Setup
+    strategy: object
+    all_idx: np.ndarray
+    all_ms: np.ndarray | None
+    settings: dict
+    resuming: bool
+
+
+def prepare_strategy_search(config: StrategySearchConfig) -> PreparedSearch:
+    """Every check of a strategy search (tables, profile, budget, resume) before anything is
+    written: a mistake is one `HwnasError`, and `out` is left as it was."""
     setup = _setup(config)
     space = setup.space
     sizes = [len(layer.choices) for layer in space.layers]
@@ -206,7 +216,6 @@ def run_strategy_search(config: StrategySearchConfig,
     if config.method == "reinforce" and config.budget_ms is not None:
         options.setdefault("target_ms", float(config.budget_ms))
     strategy = make_strategy(config.method, sizes, config.seed, **options)
-
     all_idx = all_indices()
     all_ms = None
     if setup.predictor is not None:
@@ -218,20 +227,32 @@ def run_strategy_search(config: StrategySearchConfig,
                 f"{space.name!r} by {setup.constraint.predictor_name}: "
                 f"{space.arch_str(space.from_indices(all_idx[k]))} takes {all_ms[k]:.4g} ms; "
                 f"raise the budget to at least {all_ms[k]:.4g} ms")
-
-    settings = {**config.to_dict(), "strategy": strategy.settings(),
-                "options": {k: v for k, v in options.items()}}
+    settings = {**config.to_dict(), "strategy": strategy.settings(), "options": options}
     resuming = _check_resume(config, settings)
+    return PreparedSearch(config, setup, strategy, all_idx, all_ms, settings, resuming)
+
+
+def run_strategy_search(config: StrategySearchConfig,
+                        progress: Callable[[Trial], None] | None = None,
+                        prepared: PreparedSearch | None = None) -> dict:
+    """Run one strategy search (module docstring); returns the summary (also summary.json).
+    `prepared`: the result of `prepare_strategy_search(config)` when the caller checked first."""
+    t0 = time.monotonic()
+    prep = prepared if prepared is not None else prepare_strategy_search(config)
+    setup, strategy, space = prep.setup, prep.strategy, prep.setup.space
+    if not prep.resuming:
+        for stale in ("trajectory.csv", "summary.json", "arch.json"):
+            (config.out / stale).unlink(missing_ok=True)
     config.out.mkdir(parents=True, exist_ok=True)
-    write_json(config.out / "config.json", settings)
+    write_json(config.out / "config.json", prep.settings)
     result = run_strategy(strategy, setup.evaluator,
                           [setup.constraint] if setup.constraint is not None else [],
                           evaluations=config.evaluations,
-                          trajectory=config.out / "trajectory.csv", resume=resuming,
+                          trajectory=config.out / "trajectory.csv", resume=prep.resuming,
                           max_asks=config.max_asks, dedupe=config.dedupe,
                           decode=lambda idx: space.arch_str(space.from_indices(list(idx))),
                           progress=progress)
-    summary = _summary(config, setup, strategy.settings(), result, all_idx, all_ms)
+    summary = _summary(config, setup, strategy.settings(), result, prep.all_idx, prep.all_ms)
     summary["wall_s"] = time.monotonic() - t0
     write_json(config.out / "summary.json", summary)
     return summary
