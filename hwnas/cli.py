@@ -496,21 +496,21 @@ def export_cmd(
 
 
 def _print_exports(manifests: list[dict], out: Path) -> None:
-    from hwnas.export.pipeline import compared_ms
-
+    """One row per target. "measured" is the time measured on the file; "scaled" is that time
+    scaled to the profile's speed by its drift reference (blank when not scaled)."""
     table = Table(title=f"exports in {out}/<target>/")
-    for col in ("target", "MB", "parity", "pred. ms", "meas. ms", "meas/pred"):
+    for col in ("target", "MB", "parity", "pred. ms", "measured ms", "scaled ms", "/ pred."):
         table.add_column(col, justify="left" if col == "target" else "right")
     for m in manifests:
         pred, ver = m.get("predicted"), m.get("verified")
-        measured = compared_ms(ver) if ver else None
         par = m["parity"]
         mark = "[green]ok[/]" if par["passed"] else "[red]FAIL[/]"
         shown = f"{par['max_abs']:.0e}" if m["precision"] != "int8" \
             else f"{par['top1_agreement']:.0%} top-1"
         table.add_row(f"{m['target']} {m['precision']}", f"{m['artifact']['bytes'] / 1e6:.1f}",
                       f"{shown} {mark}", f"{pred['latency_ms']:.2f}" if pred else "-",
-                      f"{measured:.2f}" if measured else "-",
+                      f"{ver['measured_ms']:.2f}" if ver else "-",
+                      f"{ver['corrected_ms']:.2f}" if ver and ver.get("corrected_ms") else "-",
                       f"{ver['ratio_to_predicted']:.2f}" if ver and ver.get("ratio_to_predicted")
                       else "-")
     console.print(table)

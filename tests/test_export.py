@@ -194,3 +194,25 @@ def test_fp32_parity_rule_and_float32_noise_clause():
     assert not bad["within_fp32_noise"] and not bad["passed"]
     assert parity(torch32, torch32 + 5e-5, "fp32")["passed"]  # plain rule, no float64 run
     assert not parity(torch32, torch32 + 2e-4, "fp32")["passed"]
+
+
+def test_cli_table_labels_measured_and_scaled_apart(capsys, monkeypatch) -> None:
+    """`measured ms` is the time measured on the file; `scaled ms` the drift-scaled one, blank
+    when the scaling did not apply (a busy machine)."""
+    from hwnas import cli
+
+    monkeypatch.setattr(cli.console, "width", 200)
+    base = {"precision": "fp32", "artifact": {"bytes": 1e6},
+            "parity": {"passed": True, "max_abs": 1e-8},
+            "predicted": {"latency_ms": 2.0}}
+    scaled = dict(base, target="onnx", verified={"measured_ms": 2.5, "corrected_ms": 2.2,
+                                                  "ratio_to_predicted": 1.1})
+    busy = dict(base, target="tflite", verified={"measured_ms": 4.0, "corrected_ms": None,
+                                                  "ratio_to_predicted": 2.0})
+    cli._print_exports([scaled, busy], Path("o"))
+    out = capsys.readouterr().out
+    assert "measured ms" in out and "scaled ms" in out
+    onnx_row = next(line for line in out.splitlines() if "onnx fp32" in line)
+    tflite_row = next(line for line in out.splitlines() if "tflite fp32" in line)
+    assert "2.50" in onnx_row and "2.20" in onnx_row
+    assert "4.00" in tflite_row and tflite_row.count(" - ") >= 1
