@@ -46,9 +46,9 @@ from hwnas.devices.registry import get_backend  # noqa: E402
 from hwnas.latency.lut import LookupTablePredictor  # noqa: E402
 from hwnas.latency.prediction import best_predictor  # noqa: E402
 from hwnas.latency.validate import report_rows, validate_profile  # noqa: E402
-from hwnas.profile.drift import reference_item  # noqa: E402
-from hwnas.profile.profiler import measure_items, net_items  # noqa: E402
+from hwnas.profile.profiler import measure_beside_reference  # noqa: E402
 from hwnas.profile.reader import Profile  # noqa: E402
+from hwnas.profile.sampling import net_id  # noqa: E402
 from hwnas.search.tabular import StrategySearchConfig, run_strategy_search  # noqa: E402
 from hwnas.space.nb201 import all_indices  # noqa: E402
 
@@ -77,26 +77,10 @@ def measure(prof: Profile, archs: dict[str, object], protocol: Protocol, seed: i
     ok, reason = backend.available()
     if not ok:
         raise SystemExit(f"ort-cpu cannot run here: {reason}")
-    labels = list(archs)
-    items, by_key = [], {}
-    for label, it in zip(labels, net_items(prof.space, [archs[k] for k in labels]), strict=True):
-        by_key.setdefault(it.key, []).append(label)
-        if len(by_key[it.key]) == 1:
-            items.append(it)
-    ref, base = prof.reference_arch(), prof.reference_ms()
-    ref_item = reference_item(ref) if ref is not None and base is not None else None
-    res = measure_items(backend, items, protocol, chunk=len(items) + 1, seed=seed,
-                        reference=ref_item)
-    out = {}
-    for key, lbls in by_key.items():
-        m = res[key]
-        ref_ms = m.extra.get("reference_ms")
-        for label in lbls:
-            out[label] = {"measured_ms": m.median, "p10_ms": m.p10, "p90_ms": m.p90,
-                          "runs": m.n, "flagged": m.flagged, "reference_ms": ref_ms,
-                          "drift": ref_ms / base if ref_ms and base else 1.0}
-    return {"results": out, "base_reference_ms": base, "options": backend.options(),
-            "protocol": protocol.to_dict()}
+    by_net = measure_beside_reference(backend, prof, list(archs.values()), protocol, seed)
+    out = {label: by_net[net_id(arch)] for label, arch in archs.items()}
+    return {"results": out, "base_reference_ms": prof.reference_ms(),
+            "options": backend.options(), "protocol": protocol.to_dict()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,8 +51,7 @@ from _common import PROFILES, ROOT, print_table  # noqa: E402
 
 from hwnas.devices.measurement import Protocol  # noqa: E402
 from hwnas.devices.registry import get_backend  # noqa: E402
-from hwnas.profile.drift import reference_item  # noqa: E402
-from hwnas.profile.profiler import measure_items, net_items  # noqa: E402
+from hwnas.profile.profiler import measure_beside_reference  # noqa: E402
 from hwnas.profile.record import read_record  # noqa: E402
 from hwnas.search.run import LatencyModel, SearchConfig, latency_model, run_search, train_arch  # noqa: E402
 from hwnas.space import Arch  # noqa: E402
@@ -143,25 +142,9 @@ def measure_found(model: LatencyModel, archs: list[Arch], protocol: Protocol, se
     ok, reason = backend.available()
     if not ok:
         raise SystemExit(f"ort-cpu cannot run here: {reason}")
-    space = prof.space
-    items, keys = [], set()
-    for it in net_items(space, archs):
-        if it.key not in keys:  # two budgets may find the same network
-            keys.add(it.key)
-            items.append(it)
-    ref, base = prof.reference_arch(), prof.reference_ms()
-    ref_item = reference_item(ref) if ref is not None and base is not None else None
-    res = measure_items(backend, items, protocol, chunk=len(items) + 1, seed=seed,
-                        reference=ref_item)
-    out = {}
-    for it in items:
-        m = res[it.key]
-        ref_ms = m.extra.get("reference_ms")
-        out[it.key] = {"measured_ms": m.median, "p10_ms": m.p10, "p90_ms": m.p90, "runs": m.n,
-                       "flagged": m.flagged, "reference_ms": ref_ms,
-                       "drift": ref_ms / base if ref_ms and base else 1.0}
-    return out, {"backend": "ort-cpu", "options": backend.options(), "base_reference_ms": base,
-                 "protocol": protocol.to_dict()}
+    out = measure_beside_reference(backend, prof, archs, protocol, seed)  # a net found twice once
+    return out, {"backend": "ort-cpu", "options": backend.options(),
+                 "base_reference_ms": prof.reference_ms(), "protocol": protocol.to_dict()}
 
 
 # --- the benchmark --------------------------------------------------------------------------------

@@ -95,3 +95,20 @@ def test_export_verify_records_the_runner_clock(fake_clock: str, tmp_path: Path,
     verified = manifest["verified"]
     assert verified["device"] == fake_clock
     assert verified["measured_ms"] == CLOCK_MS
+
+
+def test_measure_beside_reference_records_the_runner_clock(fake_clock: str) -> None:
+    """The benchmarks' "measure found nets beside the drift reference": one row per distinct
+    net, the reference timed in the same rounds, drift = reference / the profile's speed."""
+    from hwnas.profile import Profile
+    from hwnas.profile.profiler import measure_beside_reference
+    from hwnas.profile.sampling import net_id
+
+    prof = Profile.load(Path(__file__).resolve().parents[1] / "profiles"
+                        / "ort-cpu-1t-proxyless-128")
+    a, b = prof.space.sample(0), prof.space.sample(1)
+    rows = measure_beside_reference(FakeClockBackend(), prof, [a, b, a], FAST)
+    assert set(rows) == {net_id(a), net_id(b)}
+    for row in rows.values():
+        assert row["measured_ms"] == CLOCK_MS and row["reference_ms"] == CLOCK_MS
+        assert row["drift"] == pytest.approx(CLOCK_MS / prof.reference_ms())

@@ -336,3 +336,28 @@ def measure_items(backend: Backend, items: list[Item], protocol: Protocol, chunk
                 m.extra["reference_ms"] = drift.reference_ms
             out.update(res)
     return out
+
+
+def measure_beside_reference(backend: Backend, profile, archs: list[Arch], protocol: Protocol,
+                             seed: int = 0) -> dict[str, dict]:
+    """Whole networks of `profile`'s space measured in one interleaved run with the profile's
+    drift reference (when it has one); per `net_id` (a net listed twice is measured once): raw
+    median, p10/p90, runs, flagged, the reference's time in the same rounds and the drift factor
+    reference / the profile's reference speed (1.0 without a reference)."""
+    items, keys = [], set()
+    for it in net_items(profile.space, archs):
+        if it.key not in keys:
+            keys.add(it.key)
+            items.append(it)
+    ref, base = profile.reference_arch(), profile.reference_ms()
+    ref_item = reference_item(ref) if ref is not None and base is not None else None
+    res = measure_items(backend, items, protocol, chunk=len(items) + 1, seed=seed,
+                        reference=ref_item)
+    out = {}
+    for it in items:
+        m = res[it.key]
+        ref_ms = m.extra.get("reference_ms")
+        out[it.key] = {"measured_ms": m.median, "p10_ms": m.p10, "p90_ms": m.p90, "runs": m.n,
+                       "flagged": m.flagged, "reference_ms": ref_ms,
+                       "drift": ref_ms / base if ref_ms and base else 1.0}
+    return out

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -58,6 +57,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency import LatencyPredictor, LookupTablePredictor, best_predictor
 from hwnas.latency.loss import ExpectedLatency, LatencyLoss
 from hwnas.profile.reader import Profile
+from hwnas.search.strategy import check_same_settings
 from hwnas.search.supernet import SuperNet
 from hwnas.search.trainer import BudgetController, SearchLoop, evaluate_network, train_network
 from hwnas.space import Arch, SearchSpace, get_space, space_of
@@ -552,14 +552,8 @@ def _resume(config: SearchConfig, out: Path, net: SuperNet, loop: SearchLoop
 
     saved_config = out / "config.json"
     if saved_config.exists():
-        theirs = json.loads(saved_config.read_text())
-        mine = config.to_dict()
-        diff = [k for k in RESUME_KEYS if theirs.get(k) != mine.get(k)]
-        if diff:
-            raise HwnasError(f"{out} holds a search with other settings ("
-                             + ", ".join(f"{k}: {theirs.get(k)!r} vs {mine.get(k)!r}"
-                                         for k in diff)
-                             + "); use another out folder or resume=False to start over")
+        check_same_settings(saved_config, config.to_dict(), RESUME_KEYS, out,
+                            "use another out folder or resume=False to start over")
     try:
         with safe_open(str(out / CHECKPOINT), framework="pt") as f:
             meta = f.metadata() or {}

@@ -328,3 +328,21 @@ def run_strategy(strategy: Strategy, evaluate: Callable[[np.ndarray], float],
             traj.close()
     return SearchResult(trials, best_trial(trials), pareto_front(trials), spent, len(trials),
                         "evaluations" if spent >= evaluations else "max_asks", resumed)
+
+
+def check_same_settings(saved: Path, mine: dict, keys: Sequence[str], out: Path,
+                        hint: str) -> None:
+    """Refuse to resume a run folder whose saved settings (`saved`, JSON) differ from `mine` on
+    any of `keys`, naming each difference; `hint` says how to start over instead. Used by the
+    strategy searches and by the ProxylessNAS search."""
+    import json
+
+    try:
+        theirs = json.loads(saved.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise HwnasError(f"{saved}: unreadable ({e})") from None
+    diff = [k for k in keys if theirs.get(k) != mine.get(k)]
+    if diff:
+        raise HwnasError(f"{out} holds a search with other settings ("
+                         + ", ".join(f"{k}: {theirs.get(k)!r} vs {mine.get(k)!r}"
+                                     for k in diff) + f"); {hint}")

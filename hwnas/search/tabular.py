@@ -35,7 +35,7 @@ from hwnas.errors import HwnasError
 from hwnas.search.constraints import LatencyConstraint
 from hwnas.search.evaluators import TableEvaluator
 from hwnas.search.strategies import STRATEGIES, make_strategy
-from hwnas.search.strategy import SearchResult, Trial, run_strategy
+from hwnas.search.strategy import SearchResult, Trial, check_same_settings, run_strategy
 from hwnas.search.tables import TableLatencyPredictor, load_accuracy_table, load_latency_table
 from hwnas.space import Arch, SearchSpace, get_space
 from hwnas.space.nb201 import NB201Space, all_indices
@@ -168,18 +168,8 @@ def _check_resume(config: StrategySearchConfig, settings: dict) -> bool:
     if not saved.exists():
         raise HwnasError(f"{config.out} holds a trajectory.csv without config.json; use "
                          "another --out or --no-resume to start over")
-    import json
-
-    try:
-        theirs = json.loads(saved.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise HwnasError(f"{saved}: unreadable ({e})") from None
-    diff = [k for k in RESUME_KEYS if theirs.get(k) != settings.get(k)]
-    if diff:
-        raise HwnasError(f"{config.out} holds a search with other settings ("
-                         + ", ".join(f"{k}: {theirs.get(k)!r} vs {settings.get(k)!r}"
-                                     for k in diff)
-                         + "); use another --out, or --no-resume to start over")
+    check_same_settings(saved, settings, RESUME_KEYS, config.out,
+                        "use another --out, or --no-resume to start over")
     return True
 
 
