@@ -195,7 +195,7 @@ def measure_interleaved(runners: dict[str, Runner | Callable[[], object]], proto
     pending = dict(runners)
     timed_ms = dict.fromkeys(runners, 0.0)  # all timed run time, discarded attempts included
     tries = dict.fromkeys(runners, 0)
-    for attempt in range(protocol.retries + 1):
+    for _attempt in range(protocol.retries + 1):
         for k in pending:
             tries[k] += 1
         warm = {k: run.warm_up(protocol) for k, run in pending.items()}
@@ -222,7 +222,7 @@ def measure_interleaved(runners: dict[str, Runner | Callable[[], object]], proto
             active = still
         wide = {}
         for k in pending:
-            m = Measurement(samples[k], warm[k], attempts=attempt + 1)
+            m = Measurement(samples[k], warm[k])
             best = results.get(k)
             if best is None or m.spread < best.spread:
                 results[k] = m

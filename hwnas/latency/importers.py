@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hwnas._io import now
 from hwnas.errors import HwnasError
 from hwnas.profile.record import ProfileRecord, write_record
 from hwnas.profile.sampling import net_id
-from hwnas.profile.store import now, write_parquet
+from hwnas.profile.store import write_parquet
 from hwnas.space import OpSpec, SearchSpace, get_space
 from hwnas.space.fbnet import FBNET_CHOICES
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hwnas._io import now, write_json
 from hwnas.devices.base import Backend
 from hwnas.devices.measurement import Measurement, Protocol
 from hwnas.devices.registry import get_backend
@@ -29,7 +30,7 @@ from hwnas.profile.drift import reference_arch, reference_item, time_with_refere
 from hwnas.profile.items import Item, build_net, build_op, load_item, net_items
 from hwnas.profile.record import SCHEMA_VERSION, DriftReference, ProfileRecord
 from hwnas.profile.sampling import net_id, plan_nets
-from hwnas.profile.store import STAT_COLUMNS, ProfileWriter, now, write_json
+from hwnas.profile.store import STAT_COLUMNS, ProfileWriter
 from hwnas.space import Arch, OpSpec, SearchSpace, get_space
 
 # re-exported: the benchmarks and tests import these from here

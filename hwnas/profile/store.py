@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from hwnas._io import atomic_path, now, write_json  # noqa: F401  (re-exported for the profile layer)
+from hwnas._io import atomic_path
 from hwnas.devices.fingerprint import differences
 from hwnas.errors import HwnasError
 from hwnas.profile.record import SCHEMA_VERSION, ProfileRecord, read_record, write_record
