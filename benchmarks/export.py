@@ -9,25 +9,23 @@ reference net and scales it to the profile's reference speed (see `hwnas.export.
 the raw and the corrected ratio are reported. Target (issue): measured within +-10% of predicted
 on ort-cpu and litert.
 
-    python benchmarks/export.py [--nets 5] [--targets onnx,tflite,torch]
+    flock /tmp/hwnas_cpu.lock python benchmarks/export.py [--nets 5] [--targets onnx,tflite,torch]
 
-Writes benchmarks/out/export.{json,md}.
+Writes benchmarks/results/export.md and .json (times the device: run it alone).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import PROFILES, ROOT, print_table
+from _common import PROFILES, Results
 
 from hwnas.export.pipeline import ExportConfig, export
+from hwnas.profile.reader import Profile
 from hwnas.space import get_space
-
-OUT = ROOT / "benchmarks" / "out"
 
 
 def main() -> None:
@@ -40,6 +38,18 @@ def main() -> None:
     profiles = tuple(p for p in (PROFILES / f"ort-cpu-1t-proxyless-{args.resolution}",
                                  PROFILES / f"litert-1t-proxyless-{args.resolution}") if p.is_dir())
     space = get_space("proxyless", args.resolution)
+    res = Results("export", "Export: parity, size and latency of the exported files",
+                  seed=list(range(args.nets)), timing=True)
+    for p in profiles:
+        res.profile(Profile.load(p))
+    res.text(f"{args.nets} sampled proxyless networks (seeds 0-{args.nets - 1}) at "
+             f"{args.resolution}x{args.resolution}, random weights, exported as `hwnas export "
+             f"ARCH --target {args.targets} --verify` with the shipped profiles: each file is "
+             "timed on its device (1 thread) interleaved with the profile's drift reference. "
+             "\"measured\" is that raw time; \"scaled to profile\" multiplies it by the "
+             "reference's profiled / current time (refused when they differ by more than "
+             "1.25x: a busy or different machine). Target: measured within +-10% of predicted on "
+             "ort-cpu and litert.")
     rows, manifests = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.nets):
@@ -57,11 +67,11 @@ def main() -> None:
                      "export s": m["export_s"], "MB": m["artifact"]["bytes"] / 1e6,
                      "parity max abs": f"{m['parity']['max_abs']:.1e}",
                      "predicted ms": pred["latency_ms"] if pred else "-",
-                     "measured ms (raw)": ver["measured_ms"],
-                     "measured ms (drift-corr.)": ver["corrected_ms"] or "-",
-                     "meas/pred raw": raw_ratio or "-",
-                     "meas/pred corr.": ver["ratio_to_predicted"] or "-"})
-    text = print_table(rows, "Per network and target")
+                     "measured ms": ver["measured_ms"],
+                     "scaled to profile ms": ver["corrected_ms"] or "-",
+                     "measured / predicted": raw_ratio or "-",
+                     "scaled / predicted": ver["ratio_to_predicted"] or "-",
+                     "drift note": ver.get("drift_note") or "-"})
     summary = []
     for target in targets:
         ms = [m for m in manifests if m["target"] == target]
@@ -70,18 +80,16 @@ def main() -> None:
              "median MB": float(np.median([m["artifact"]["bytes"] for m in ms]) / 1e6),
              "max parity abs": f"{max(m['parity']['max_abs'] for m in ms):.1e}"}
         pred = [m for m in ms if m["predicted"]]
-        for label, key in (("raw", "measured_ms"), ("corr.", "corrected_ms")):
+        for label, key in (("measured", "measured_ms"), ("scaled", "corrected_ms")):
             r = np.array([m["verified"][key] / m["predicted"]["latency_ms"] for m in pred
                           if m["verified"][key]])
             s[f"within 10% ({label})"] = f"{int((np.abs(r - 1) <= 0.10).sum())}/{len(r)}" \
                 if len(r) else "-"
             s[f"median meas/pred ({label})"] = float(np.median(r)) if len(r) else "-"
         summary.append(s)
-    text += "\n" + print_table(summary, "Summary per target")
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "export.json").write_text(json.dumps(manifests, indent=2, default=str))
-    (OUT / "export.md").write_text(f"`python benchmarks/export.py --nets {args.nets} "
-                                   f"--targets {args.targets}`\n{text}\n")
+    res.table(summary, "Summary per target")
+    res.table(rows, "Per network and target")
+    res.write(data={"manifests": manifests})
 
 
 if __name__ == "__main__":

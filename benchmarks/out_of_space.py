@@ -10,8 +10,12 @@ included) elsewhere. The profile should hold generic ops:
         --out /tmp/generic-prof
     python benchmarks/out_of_space.py --profile /tmp/generic-prof
 
-Prints a Markdown table (per network: measured, predicted, error, where the op prices came
-from) and a summary (share within +-10%, MAPE, Kendall tau).
+Writes benchmarks/results/out_of_space.md and .json: per network (measured, predicted, error,
+where the op prices came from) and a summary (share within +-10%, MAPE, Kendall tau).
+
+Development set, not test set: these networks were used while the generic-op sampler and the op
+predictor were developed (the sampler was reshaped towards them), so their figures are an
+optimistic, in-sample estimate. Run it under the CPU lock (it times the device).
 
 Drift: the profiler times a fixed reference net inside every chunk and `Profile.load` scales
 each row to the median reference time. This benchmark times the same reference net inside every
@@ -33,7 +37,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table  # noqa: E402
+from _common import Results  # noqa: E402
 
 # --- the networks -----------------------------------------------------------------------------
 
@@ -283,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="Protocol.quick() (a smoke run)")
     args = ap.parse_args(argv)
 
+    out = Results("out_of_space", "Networks outside the space (development set)", timing=True,
+                  argv=argv)
     prof = Profile.load(args.profile)
+    out.profile(prof)
     if (prof.record.backend or "ort-cpu") != "ort-cpu":
         print(f"note: the profile is for {prof.record.backend}; measuring with ort-cpu")
     generic = int((prof.ops["source"] == "generic").sum()) if "source" in prof.ops else 0
@@ -325,7 +332,14 @@ def main(argv: list[str] | None = None) -> int:
                                                        / m.median - 1),
                      "ops table/pred/free/unknown": "/".join(
                          str(counts.get(k, 0)) for k in ("table", "predicted", "free", "unknown"))})
-    print_table(rows, f"Out-of-space networks on {prof.name} (ort-cpu, {threads} thread(s))")
+    out.text(f"{len(NETS)} classic CNNs written in plain torch ({', '.join(NETS)}) at "
+             f"{args.resolutions}, exported to ONNX, measured end to end with ort-cpu "
+             f"({threads} thread) beside the profile's drift reference, and predicted by "
+             f"`hwnas predict MODEL.onnx` from `{prof.name}`'s op measurements. These networks "
+             "are the **development set** of the generic-op sampler and the op predictor (it "
+             "was shaped while looking at them): the figures are in-sample, not a held-out "
+             "test. \"drift-corrected\" scales the measured time to the profile's speed.")
+    out.table(rows, f"Out-of-space networks on {prof.name} (ort-cpu, {threads} thread(s))")
     y = np.array([r["measured ms"] for r in rows])
     yp = np.array([r["predicted ms"] for r in rows])
     scale = np.array([r["drift"] for r in rows])
@@ -335,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         summary.append({"prediction": label, "networks": acc["n"], "within 10%": acc["within_10"],
                         "within 5%": acc["within_5"], "MAPE": acc["mape"], "bias": acc["bias"],
                         "Kendall tau": acc["kendall_tau"]})
-    print_table(summary, f"Summary ({generic} generic ops in the profile; op predictor fitted in "
+    out.table(summary, f"Summary ({generic} generic ops in the profile; op predictor fitted in "
                          f"{fit_s:.1f} s)")
     unknown = sorted({f"{u.op_type}: {u.message.split(':')[-1].strip()}"
                       for p in preds.values() for u in p.unknown if "0 ms" in u.message})
@@ -344,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nunknown op types (priced as a copy of their output): {', '.join(unknown_types)}")
     for u in unknown:
         print(f"  {u}")
+    out.write(data={"unknown_op_types": unknown_types})
     return 0
 
 

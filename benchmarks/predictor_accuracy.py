@@ -12,21 +12,18 @@ intervals. The "passes tau" column is Kendall tau between two measurement passes
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
-from _common import PROFILES, ROOT, print_table
+from _common import PROFILES, Results, load_results
 
 from hwnas.latency.validate import validate
 from hwnas.profile.reader import Profile
 
-REPEAT = ROOT / "benchmarks" / "out" / "repeatability.json"
-
 
 def passes_tau(name: str) -> str:
-    if not REPEAT.exists():
-        return "-"
-    for row in json.loads(REPEAT.read_text()):
+    """Kendall tau between two passes of the same nets (benchmarks/results/repeatability.json)."""
+    rep = load_results("repeatability")
+    for row in rep["tables"][0]["rows"] if rep else []:
         if row.get("profile") == name:
             tau = row.get("kendall tau")
             return f"{tau:.3f}" if isinstance(tau, float) else "-"
@@ -39,9 +36,18 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
     args = ap.parse_args()
     dirs = args.profiles or sorted(str(p.parent) for p in PROFILES.glob("*/nets.parquet"))
+    res = Results("predictor_accuracy", "Predictor accuracy on held-out networks",
+                  seed=args.seeds, timing=True)
+    res.text("Each profile's whole networks are split 60/40 (seeded); every predictor is fitted "
+             "on the 60% (the learned correction picks its model family by cross-validation "
+             "inside that 60%) and scored on the 40% it never saw: the test set. \"passes tau\" is "
+             "Kendall tau between two measurement passes of the same nets (the repeatability "
+             "results), the ceiling for any predictor. Coverage: the share of test nets inside "
+             "the predictor's 90% interval.")
     rows = []
     for d in dirs:
         prof = Profile.load(d)
+        res.profile(prof)
         reports = [validate(prof, seed=s) for s in args.seeds]
         for name in ("flops_linear", "lut_sum", "learned"):
             rs = [r["results"][name] for r in reports]
@@ -59,8 +65,9 @@ def main() -> None:
                 "90% interval coverage": f"{avg('coverage'):.0%}" if "coverage" in rs[0]
                 else "-",
             })
-    print_table(rows, f"Held-out accuracy (40% of each profile's nets, seeds {args.seeds})")
-    print_table(ranking_speed(Profile.load(dirs[0])), "Ranking 100,000 random archs")
+    res.table(rows, f"Held-out accuracy (40% of each profile's nets, seeds {args.seeds})")
+    res.table(ranking_speed(Profile.load(dirs[0])), "Ranking 100,000 random archs")
+    res.write()
 
 
 def ranking_speed(prof: Profile, n: int = 100_000) -> list[dict]:

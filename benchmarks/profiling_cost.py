@@ -4,14 +4,17 @@ overhead ratio = wall time / time spent inside timed runs (the sum of all kept s
 Also measures what bulk LiteRT conversion costs: N networks converted one after another in a fresh
 process (what a naive loop pays) against `convert_many` (long-lived workers on every core).
 
-    python benchmarks/profiling_cost.py [--litert-nets 6]
+    flock /tmp/hwnas_cpu.lock python benchmarks/profiling_cost.py [--litert-nets 6]
+
+Writes benchmarks/results/profiling_cost.md and .json. The first table is read from the shipped
+profiles' records (what profiling them cost, on the machine and day each was measured); the
+second is timed now.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import subprocess
 import sys
@@ -19,20 +22,25 @@ import tempfile
 import time
 
 import pandas as pd
-from _common import PROFILES, print_table
+from _common import PROFILES, Results
+
+from hwnas.profile.reader import Profile
 
 
-def profile_rows() -> list[dict]:
+def profile_rows(res: Results) -> list[dict]:
     rows = []
     for d in sorted(PROFILES.glob("*/device.json")):
-        dev = json.loads(d.read_text())
-        root = d.parent
+        prof = Profile.load(d.parent)
+        res.profile(prof)
+        rec, root = prof.record, d.parent
         ops = pd.read_parquet(root / "ops.parquet") if (root / "ops.parquet").exists() else []
+        generic = int((ops["source"] == "generic").sum()) if len(ops) and "source" in ops else 0
         nets = pd.read_parquet(root / "nets.parquet") if (root / "nets.parquet").exists() else []
-        wall, timed = dev.get("wall_s", 0.0), dev.get("timed_s", 0.0)
-        rows.append({"profile": root.name, "status": dev.get("status"), "ops": len(ops),
-                     "nets": len(nets), "wall min": wall / 60, "timed min": timed / 60,
-                     "convert+load min": dev.get("convert_s", float("nan")) / 60,
+        wall, timed = rec.wall_s, rec.timed_s
+        rows.append({"profile": root.name, "measured": rec.created[:10], "status": rec.status,
+                     "space ops": len(ops) - generic, "generic ops": generic, "nets": len(nets),
+                     "wall min": wall / 60, "timed min": timed / 60,
+                     "convert+load min": rec.convert_s / 60,
                      "overhead ratio": wall / timed if timed else float("nan")})
     return rows
 
@@ -69,9 +77,18 @@ def main() -> None:
     ap.add_argument("--litert-nets", type=int, default=6, help="nets for the conversion benchmark "
                     "(0 skips it)")
     args = ap.parse_args()
-    print_table(profile_rows(), "Profiling cost of the shipped profiles")
+    res = Results("profiling_cost", "Profiling cost", timing=True)
+    res.text("What profiling each shipped profile cost, from its record (`device.json`: wall "
+             "time, time inside timed runs, conversion and loading), on the machine and day it "
+             "was measured. overhead ratio = wall time / time inside the items' timed runs (the "
+             "drift reference, timed inside every chunk, counts as overhead). Targets (224x224, "
+             "1 thread, table + 200 nets): at most 8 minutes, ratio at most 1.5.")
+    res.table(profile_rows(res), "Profiling cost of the shipped profiles")
     if args.litert_nets:
-        print_table(litert_conversion(args.litert_nets), "LiteRT conversion, proxyless 224x224")
+        res.text("LiteRT conversion of 224x224 networks, timed now (cold cache): one fresh "
+                 "process per network against `convert_many`'s worker pool.")
+        res.table(litert_conversion(args.litert_nets), "LiteRT conversion, proxyless 224x224")
+    res.write()
 
 
 if __name__ == "__main__":

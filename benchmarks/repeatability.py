@@ -5,7 +5,9 @@ and Kendall tau between the passes: the ceiling of any predictor's accuracy on t
 The nets are spread over the latency range (every k-th net of the shipped profile's plan, or a
 fresh `plan_nets` sample when there is no profile).
 
-    python benchmarks/repeatability.py [--configs ort-cpu:1:224 ort-cpu:1:128 ...] [--nets 50]
+    flock /tmp/hwnas_cpu.lock python benchmarks/repeatability.py [--configs ort-cpu:1:224 ...]
+
+Writes benchmarks/results/repeatability.md and .json (times the device: run it alone).
 """
 
 from __future__ import annotations
@@ -15,17 +17,17 @@ import json
 import time
 
 import numpy as np
-from _common import PROFILES, ROOT, print_table
+from _common import PROFILES, Results
 from scipy.stats import kendalltau
 
 from hwnas.devices.measurement import Protocol
 from hwnas.devices.registry import get_backend
 from hwnas.profile.drift import reference_item
 from hwnas.profile.profiler import measure_items, net_items
+from hwnas.profile.reader import Profile
 from hwnas.profile.sampling import plan_nets
 from hwnas.space import Arch, get_space
 
-OUT = ROOT / "benchmarks" / "out" / "repeatability.json"
 DEFAULT = ["ort-cpu:1:224", "ort-cpu:1:128", "ort-cpu:2:224", "litert:1:224"]
 
 
@@ -38,13 +40,16 @@ def pick_archs(device: str, threads: int, resolution: int, n: int) -> list[Arch]
     return plan_nets(get_space("proxyless", resolution), n, seed=7)
 
 
-def run(config: str, n: int) -> dict:
+def run(config: str, n: int, res: Results) -> dict:
     device, threads, resolution = config.split(":")
     backend = get_backend(device, threads=int(threads))
     ok, reason = backend.available()
     if not ok:
         return {"config": config, "nets": 0, "within 2%": reason}
     space = get_space("proxyless", int(resolution))
+    shipped = PROFILES / f"{device}-{threads}t-proxyless-{resolution}"
+    if (shipped / "device.json").exists():
+        res.profile(Profile.load(shipped))
     items = net_items(space, pick_archs(device, int(threads), int(resolution), n))
     # the space's drift reference (a fixed mid-cost net), timed inside every chunk
     ref = reference_item(space)
@@ -78,10 +83,17 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=DEFAULT, help="device:threads:resolution")
     ap.add_argument("--nets", type=int, default=50)
     args = ap.parse_args()
-    rows = [run(c, args.nets) for c in args.configs]
-    print_table(rows, "Repeatability of whole-network latency (two separate passes)")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(rows, indent=2))
+    res = Results("repeatability", "Repeatability: the same networks measured in two passes",
+                  seed=[1, 2], timing=True)
+    res.text(f"{args.nets} networks per configuration (every k-th net of the shipped profile's "
+             "plan, spanning its latency range), each measured in two separate passes (round "
+             "orders seeded 1 and 2) with the space's drift reference timed inside every chunk; "
+             "\"drift-corrected\" divides each pass by its reference. Differences are |a - b| / "
+             "mean(a, b); tau is Kendall's tau between the passes: the ceiling for any predictor "
+             "on that device.")
+    rows = [run(c, args.nets, res) for c in args.configs]
+    res.table(rows, "Repeatability of whole-network latency (two separate passes)")
+    res.write()
 
 
 if __name__ == "__main__":

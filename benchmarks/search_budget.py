@@ -28,9 +28,14 @@ each budget:
    (target: at least the median). The search's architecture steps use the validation split; the
    test split is used by nothing but this comparison.
 
-Writes benchmarks/out/search_budget.json (per budget: everything above, the archs, the random
-networks' accuracies) and benchmarks/out/search_budget.md (the table); the search and training
-runs go to runs/search_budget/. Run under the shared CPU lock (it times the device):
+Step 1's "predicted within 85-100% of the budget" holds by construction (the search's final fill
+step raises the network up to that floor with the same predictor), so the table reports it but it
+is no evidence; the evidence is the measured time against the budget and against the prediction,
+and the accuracy against the randoms.
+
+Writes benchmarks/results/search_budget.json (per budget: everything above, the archs, the random
+networks' accuracies) and .md (the table); the search and training runs go to
+runs/search_budget/. Run under the shared CPU lock (it times the device):
 
     flock /tmp/hwnas_cpu.lock .venv/bin/python benchmarks/search_budget.py [--quick]
 """
@@ -38,7 +43,6 @@ runs go to runs/search_budget/. Run under the shared CPU lock (it times the devi
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -47,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PROFILES, ROOT, print_table  # noqa: E402
+from _common import PROFILES, RESULTS, ROOT, Results  # noqa: E402
 
 from hwnas.devices.measurement import Protocol  # noqa: E402
 from hwnas.devices.registry import get_backend  # noqa: E402
@@ -57,7 +61,6 @@ from hwnas.search.run import LatencyModel, SearchConfig, latency_model, run_sear
 from hwnas.space import Arch  # noqa: E402
 
 DEFAULT_PROFILE = PROFILES / "ort-cpu-1t-proxyless-224"
-OUT_DIR = ROOT / "benchmarks" / "out"
 RUNS = ROOT / "runs" / "search_budget"
 
 
@@ -232,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="continue finished/interrupted searches in runs/ (default: start over)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 1+1 search epochs, 1 train epoch, 4 batches an epoch, "
-                         "2 randoms, the quick timing protocol; writes search_budget-quick.*")
+                         "2 randoms, the quick timing protocol; writes runs/search_budget/"
+                         "search_budget-quick.*")
     args = ap.parse_args(argv)
     name = "search_budget"
     protocol = None
@@ -240,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         args.warmup_epochs, args.epochs, args.train_epochs = 1, 1, 1
         args.max_batches, args.randoms = 4, 2
         protocol, name = Protocol.quick(), "search_budget-quick"
+    res = Results(name, "Search under a latency budget (ProxylessNAS)", seed=args.seed,
+                  timing=True, argv=argv)
     t_start = time.monotonic()
     model = latency_model(args.profile)
     prof = model.profile
@@ -274,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
             "predicted ms": r["predicted_ms"],
             "pred / budget": r["predicted_over_budget"],
             "measured ms": m["measured_ms"],
-            "error raw %": 100 * r["measurement"]["raw_error"],
-            "error drift-corr. %": 100 * r["measurement"]["corrected_error"],
+            "scaled to profile ms": corrected,
+            "pred / measured - 1 %": 100 * r["measurement"]["raw_error"],
+            "pred / scaled - 1 %": 100 * r["measurement"]["corrected_error"],
+            "budget met (scaled)": "yes" if corrected <= r["budget_ms"] else (
+                "within noise" if corrected <= 1.10 * r["budget_ms"] else "no"),
             "test acc": r["found_train"]["test_acc"],
             "randoms median (min-max)": f"{rmed:.3f} ({min(x['test_acc'] for x in r['randoms']):.3f}"
                                         f"-{max(x['test_acc'] for x in r['randoms']):.3f}, "
@@ -299,17 +308,26 @@ def main(argv: list[str] | None = None) -> int:
              f"train_arch {args.train_epochs} epochs; randoms within +-{args.band:.0%}; "
              f"drift factor {drift}; "
              f"total {wall / 60:.1f} min)")
-    table = print_table(rows, title)
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    res.profile(prof)
+    res.text(f"On `{prof.name}`, budgets at {args.fractions} of the way from the fastest "
+             f"({model.fastest_ms:.2f} ms) to the slowest ({model.slowest_ms:.2f} ms) network "
+             f"({model.predictor_name}). ProxylessNAS searches on {args.data} at 32x32; the "
+             "found network is measured on the device beside the profile's drift reference "
+             "(\"measured\": raw; \"scaled to profile\": times the reference's profiled / "
+             "current time); then it and the randoms (predicted within the band of its latency) "
+             "are trained from scratch the same way and scored on a test split the search never "
+             "used. \"pred / budget\" within 0.85-1 holds by construction (the search's fill "
+             "step), so it is no evidence; \"budget met\" is the measured time, scaled, against "
+             "the budget (\"within noise\": at most 10% over). Targets: measured within +-10% "
+             "of predicted; test accuracy at least the randoms' median.")
+    res.table(rows, title)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    (OUT_DIR / f"{name}.json").write_text(json.dumps(
-        {"profile": prof.name, "profile_updated": prof.record.updated,
-         "profile_updated_at_end": updated,
-         "fastest_ms": model.fastest_ms, "slowest_ms": model.slowest_ms,
-         "predictor": model.predictor_name, "settings": settings, "measurement": meas_info,
-         "budgets": results, "wall_s": wall}, indent=2, default=str) + "\n")
-    (OUT_DIR / f"{name}.md").write_text(table.strip() + "\n")
-    print(f"\nwrote {OUT_DIR / (name + '.json')} and {OUT_DIR / (name + '.md')}")
+    res.write(data={"profile": prof.name, "profile_updated": prof.record.updated,
+                    "profile_updated_at_end": updated,
+                    "fastest_ms": model.fastest_ms, "slowest_ms": model.slowest_ms,
+                    "predictor": model.predictor_name, "settings": settings,
+                    "measurement": meas_info, "budgets": results, "wall_s": wall},
+              out=RUNS if args.quick else RESULTS)  # a smoke run is never a result
     return 0
 
 

@@ -25,6 +25,8 @@ Candidates per layer: k{3,5,7} x e{3,6} + zero = 7, then + k3_e4, k5_e4, k7_e4, 
 k9_e6 up to 13 (the first layer of each stage has no zero and one fewer).
 
     .venv/bin/python benchmarks/supernet_memory.py [--resolution 64] [--batch 32]
+
+Writes benchmarks/results/supernet_memory.md and .json.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import print_table  # noqa: E402
+from benchmarks._common import Results  # noqa: E402
 
 EXTRA = [(3, 4), (5, 4), (7, 4), (9, 3), (9, 4), (9, 6)]
 SIZES = (7, 9, 11, 13)
@@ -150,6 +152,14 @@ def main() -> None:
                              args.seed)))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
+    res = Results("supernet_memory", "Supernet memory: binary gates against all paths",
+                  seed=args.seed, timing=True)
+    res.text("Peak memory of one search step (weights + architecture), each configuration in a "
+             "fresh process (growth of ru_maxrss over the built model): binary gates "
+             "(ProxylessNAS) should stay flat as the candidates per layer grow and cost no more "
+             "than training one sampled network (targets: largest / smallest <= 1.2x, binary / "
+             "one net <= 1.5x); an all-paths (DARTS-style) mixed op grows with the candidates. "
+             "Step seconds are single runs on a shared machine: indicative only.")
     fixed = run_child("fixed", 7, args)
     fixed_mb = fixed["peak_mb"] - fixed["base_mb"]
     rows = []
@@ -161,16 +171,18 @@ def main() -> None:
                      "binary gates step (MB)": b_mb, "all paths step (MB)": a_mb,
                      "all / binary": a_mb / b_mb, "binary / one net": b_mb / fixed_mb,
                      "binary step (s)": b["step_s"], "all paths step (s)": a["step_s"]})
-    print_table(rows, f"Peak memory of one search step (weights + arch), proxyless space, "
+    res.table(rows, f"Peak memory of one search step (weights + arch), proxyless space, "
                       f"{args.resolution}x{args.resolution}, batch {args.batch}, 1 thread; "
                       f"one sampled network: {fixed_mb:.0f} MB "
                       f"({fixed['params'] / 1e6:.2f} M params)")
     flat = max(r["binary gates step (MB)"] for r in rows) / rows[0]["binary gates step (MB)"]
     worst = max(r["binary / one net"] for r in rows)
     grow = rows[-1]["all paths step (MB)"] / rows[0]["all paths step (MB)"]
-    print(f"\nbinary gates, largest / smallest candidate set: {flat:.2f}x (target <= 1.2x); "
-          f"binary / one sampled net: at most {worst:.2f}x (target <= 1.5x); "
-          f"all paths grows {grow:.2f}x from {sizes[0]} to {sizes[-1]} candidates")
+    res.text(f"Binary gates, largest / smallest candidate set: {flat:.2f}x (target <= 1.2x: "
+             f"{'met' if flat <= 1.2 else 'missed'}); binary / one sampled net: at most "
+             f"{worst:.2f}x (target <= 1.5x: {'met' if worst <= 1.5 else 'missed'}); all paths "
+             f"grow {grow:.2f}x from {sizes[0]} to {sizes[-1]} candidates.")
+    res.write(data={"one_net": fixed})
 
 
 if __name__ == "__main__":

@@ -133,6 +133,10 @@ def profile(
     generic: int = typer.Option(0, help="Also measure N generic ops (conv, depthwise, linear, "
                                         "pooling, ...) sampled from realistic shapes, for "
                                         "`hwnas predict MODEL.onnx`."),
+    kernel_nets: int = typer.Option(0, help="Also time N random CNNs end to end and kernel by "
+                                            "kernel (the runtime's per-node profile), the "
+                                            "training data of `hwnas predict MODEL.onnx` "
+                                            "(ort-cpu; about 100 take 5 minutes)."),
 ) -> None:
     """Measure every distinct op of a space (the lookup table) and N whole networks on a device.
 
@@ -153,7 +157,7 @@ def profile(
 
     config = ProfileConfig(device=device, space=space, resolution=resolution, width=width,
                            threads=threads, nets=nets, out=out, max_minutes=max_minutes,
-                           seed=seed, generic=generic,
+                           seed=seed, generic=generic, kernel_nets=kernel_nets,
                            protocol=Protocol.quick() if quick else Protocol())
     columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
@@ -186,6 +190,67 @@ def _load_profile(path: Path):
     from hwnas.profile.reader import Profile
 
     return Profile.load(path)
+
+
+@app.command()
+def measure(
+    model: Path = typer.Argument(..., help="A model file: .onnx (ort-* backends) or .tflite "
+                                          "(litert)."),
+    device: str = typer.Option("ort-cpu", help="Backend name (see `hwnas devices`)."),
+    threads: int = typer.Option(1, help="Runtime threads."),
+    profile: Path = typer.Option(None, help="Time beside this profile's drift reference and "
+                                            "also give the time scaled to its speed."),
+    input_shape: str = typer.Option(None, help="Input shape, e.g. 1,3,224,224 [default: the "
+                                               "model's]."),
+    quick: bool = typer.Option(False, help="A shorter timing protocol."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Time any model file with the profiling protocol (warm-up, interleaved rounds with the
+    drift reference, fingerprint): foreign models timed exactly as profiles are."""
+    from hwnas.convert import model_input_shape
+    from hwnas.devices.measurement import Protocol
+    from hwnas.devices.registry import get_backend
+    from hwnas.profile.profiler import measure_file
+
+    backend = get_backend(device, threads=threads)
+    backend.require()
+    if model.suffix != f".{backend.artifact}":
+        raise HwnasError(f"{model}: {device} runs .{backend.artifact} files, not "
+                         f"{model.suffix or 'a file without suffix'}")
+    shape = _shape(input_shape) if input_shape else model_input_shape(model)
+    prof = _load_profile(profile) if profile is not None else None
+    result = measure_file(backend, model, shape, Protocol.quick() if quick else Protocol(),
+                          profile=prof)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    fp = result["fingerprint"]
+    console.print(f"{escape(model.name)} on {device} ({threads} thread(s), input "
+                  f"{'x'.join(map(str, shape))}; {fp.get('cpu_model')}, "
+                  f"{fp.get('runtime_version')})")
+    console.print(f"measured: median [bold]{result['median_ms']:.3f} ms[/] (p10 "
+                  f"{result['p10_ms']:.3f}, p90 {result['p90_ms']:.3f}, {result['n']} runs"
+                  f"{', FLAGGED: unstable' if result['flagged'] else ''})")
+    ref = f"drift reference {result['reference_ms']:.3f} ms"
+    if prof is not None and result["profile_reference_ms"]:
+        ref += f" (profiled {result['profile_reference_ms']:.3f} ms)"
+        if result["scaled_ms"] is not None:
+            console.print(f"scaled to {prof.name}'s speed: {result['scaled_ms']:.3f} ms "
+                          f"(factor {result['drift_scale']:.3f})")
+        else:
+            console.print(f"not scaled to {prof.name}'s speed: {result['drift_note']}")
+    console.print(ref)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise HwnasError(f"--input-shape must be integers like 1,3,224,224, got {text!r}") \
+            from None
+    if not shape or any(v < 1 for v in shape):
+        raise HwnasError(f"--input-shape must be positive integers, got {text!r}")
+    return shape
 
 
 @app.command()
@@ -227,16 +292,28 @@ def predict(
     largest: bool = typer.Option(False, help="Instead of a file: the slowest net."),
     as_json: bool = typer.Option(False, "--json", help='Print {"latency_ms", "interval_ms", '
                                                        '"ops"} as JSON.'),
+    verify: bool = typer.Option(False, help="ONNX model: also measure it on the profile's "
+                                            "device and show predicted and measured ms per "
+                                            "kernel (needs a profile with --kernel-nets)."),
+    quick: bool = typer.Option(False, help="With --verify: a shorter timing protocol."),
 ) -> None:
-    """Predict the latency of an arch or any ONNX model on a profiled device, op by op."""
+    """Predict the latency of an arch or any ONNX model on a profiled device.
+
+    An ONNX model is split into the kernels the runtime executes (onnxruntime's optimised graph)
+    and priced by the profile's kernel predictor when the profile has kernel measurements
+    (`hwnas profile --kernel-nets N`), else op by op from its generic ops.
+    """
     from hwnas.space import Arch
 
     prof = _load_profile(profile)
     if sum([target is not None, smallest, largest]) != 1:
         raise HwnasError("give exactly one of: a file, --smallest, --largest")
     if target is not None and target.suffix == ".onnx":
-        _predict_onnx(prof, target, as_json)
+        _predict_onnx(prof, target, as_json, verify, quick)
         return
+    if verify:
+        raise HwnasError("--verify applies to an ONNX model (an arch is verified by "
+                         "`hwnas export ARCH --verify`)")
     from hwnas.latency import LookupTablePredictor
     from hwnas.latency import predict as predict_arch
 
@@ -278,9 +355,23 @@ def _print_ops(ops: list[dict], title: str) -> None:
     console.print(table)
 
 
-def _predict_onnx(prof, path: Path, as_json: bool) -> None:
+def _predict_onnx(prof, path: Path, as_json: bool, verify: bool, quick: bool) -> None:
+    from hwnas.latency.kernels import predict_file
     from hwnas.latency.onnx_graph import predict_onnx_profile
+    from hwnas.profile.kernel_nets import read_kernel_tables
 
+    if not path.is_file():
+        raise HwnasError(f"{path}: file not found")
+    if len(read_kernel_tables(prof.root)[1]):
+        result = predict_file(prof, path, verify=verify, quick=quick)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2, default=str))
+            return
+        _print_kernels(result, path)
+        return
+    if verify:
+        raise HwnasError(f"{prof.name} has no kernel measurements: --verify needs a profile "
+                         "made with `hwnas profile --kernel-nets N`")
     result = predict_onnx_profile(prof, path)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -289,6 +380,39 @@ def _predict_onnx(prof, path: Path, as_json: bool) -> None:
     for msg in result.get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(msg)}")
     console.print(f"predicted latency: [bold]{result['latency_ms']:.3f} ms[/]")
+
+
+def _print_kernels(result: dict, path: Path) -> None:
+    rows = result["kernel_rows"]
+    verified = "measured" in result
+    table = Table(title=f"{path.name} on {result['profile']}: {result['kernels']} kernels as "
+                        "onnxruntime runs them")
+    cols = ["#", "kernel", "type", "predicted ms"] + (["measured ms", "diff ms"] if verified
+                                                      else [])
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("kernel", "type") else "right")
+    for i, r in enumerate(rows):
+        cells = [str(i), escape(str(r["node"])), escape(str(r["op"])),
+                 f"{r['predicted_ms']:.4f}"]
+        if verified:
+            cells += [f"{r['measured_ms']:.4f}", f"{r['predicted_ms'] - r['measured_ms']:+.4f}"]
+        table.add_row(*cells)
+    console.print(table)
+    c = result["combine"]
+    console.print(f"predicted latency: [bold]{result['latency_ms']:.3f} ms[/] = "
+                  f"{c['a']:.3f} x {result['kernel_sum_ms']:.3f} ms of kernels + "
+                  f"{c['b'] * 1e3:.2f} us x {result['kernels']} kernels + {c['c'] * 1e3:.1f} us "
+                  f"[kernel predictor, {result['kernel_predictor']}]")
+    if verified:
+        m = result["measured"]
+        scaled = (f", scaled to the profile's speed {m['scaled_ms']:.3f} ms"
+                  if m["scaled_ms"] else f" (not scaled: {m['drift_note'] or 'no reference'})")
+        console.print(f"measured: {m['median_ms']:.3f} ms{scaled}; predicted / compared - 1 = "
+                      f"{result['error']:+.1%}")
+        worst = sorted(rows, key=lambda r: -abs(r["predicted_ms"] - r["measured_ms"]))[:3]
+        console.print("largest kernel differences: " + ", ".join(
+            f"{escape(str(r['node']))} ({r['op']}) {r['predicted_ms'] - r['measured_ms']:+.3f} ms"
+            for r in worst))
 
 
 @app.command()

@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hwnas.errors import HwnasError
+from hwnas.profile.drift import MAX_DRIFT
 
 SHIPPED = Path(__file__).resolve().parents[1] / "profiles"
 
@@ -54,7 +55,9 @@ class DemoConfig:
 
 def shipped_profile(device: str, resolution: int, threads: int = 1,
                     root: Path = SHIPPED) -> tuple[Path | None, str]:
-    """The shipped profile for this device/resolution if its fingerprint matches this machine."""
+    """The shipped profile for this device/resolution if its fingerprint matches this machine and
+    this machine runs the profile's drift reference net at the profile's speed (within
+    `MAX_DRIFT`): a virtual machine's CPU name does not tell every host apart."""
     from hwnas.devices.fingerprint import differences
     from hwnas.devices.registry import get_backend
     from hwnas.profile.record import read_record
@@ -67,7 +70,29 @@ def shipped_profile(device: str, resolution: int, threads: int = 1,
     if diff:
         return None, "shipped profile measured elsewhere (" + ", ".join(
             f"{k}: {a} vs {b}" for k, (a, b) in diff.items()) + ")"
+    speed = reference_speed(path, device, threads)
+    if speed is not None and not (1 / MAX_DRIFT <= speed <= MAX_DRIFT):
+        return None, (f"the shipped profile {path.name} matches this machine's fingerprint, but "
+                      f"this machine runs its reference net {speed:.2f}x as long as when it "
+                      "was profiled (another host behind the same CPU name)")
     return path, f"the shipped profile {path.name} was measured on this kind of machine"
+
+
+def reference_speed(path: Path, device: str, threads: int = 1) -> float | None:
+    """The profile's drift reference net timed now (quick protocol) / its profiled time (None:
+    the profile has no reference)."""
+    from hwnas.devices.measurement import Protocol
+    from hwnas.devices.registry import get_backend
+    from hwnas.profile.profiler import measure_beside_reference
+    from hwnas.profile.reader import Profile
+
+    prof = Profile.load(path)
+    ref = prof.reference_arch()
+    if ref is None or prof.reference_ms() is None:
+        return None
+    res = measure_beside_reference(get_backend(device, threads=threads), prof, [ref],
+                                   Protocol.quick())
+    return next(iter(res.values()))["drift"]
 
 
 def _profile(device: str, cfg: DemoConfig, say: Callable[[str], None], nets: int) -> Path:

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from hwnas.demo import SHIPPED, DemoConfig, run_demo, shipped_profile
+from hwnas.demo import SHIPPED, DemoConfig, reference_speed, run_demo, shipped_profile
 from hwnas.export.manifest import load_manifest
 
 
@@ -59,3 +59,34 @@ def test_measured_and_scaled_times_are_labelled_apart() -> None:
     assert verified_words(busy) == "measured 2.000 ms (not scaled: the machine was busy)"
     plain = {"measured_ms": 2.0, "corrected_ms": None, "drift_scale": None, "drift_note": ""}
     assert verified_words(plain) == "measured 2.000 ms"
+
+
+def test_shipped_profile_is_not_reused_when_this_machine_runs_it_at_another_speed(tmp_path):
+    """Same fingerprint, but the profile's reference net ran 3x faster than this machine runs
+    it: another host behind the same CPU name, so the demo measures instead of reusing."""
+    import pandas as pd
+
+    from hwnas.devices.registry import get_backend
+
+    src = SHIPPED / "ort-cpu-1t-proxyless-128"
+    if not src.is_dir():
+        pytest.skip("shipped profile absent")
+    dst = tmp_path / src.name
+    shutil.copytree(src, dst)
+    device = json.loads((dst / "device.json").read_text())
+    device["fingerprint"] = {**device["fingerprint"],
+                             **get_backend("ort-cpu", threads=1).fingerprint()}
+    (dst / "device.json").write_text(json.dumps(device))
+
+    def scale_reference(factor: float) -> None:
+        for name in ("ops.parquet", "nets.parquet"):
+            t = pd.read_parquet(dst / name)
+            t["reference_ms"] = t["reference_ms"] * factor
+            t.to_parquet(dst / name)
+
+    scale_reference(reference_speed(dst, "ort-cpu"))  # as if profiled on this host, today
+    path, why = shipped_profile("ort-cpu", 128, root=tmp_path)
+    assert path == dst, why
+    scale_reference(1 / 3)
+    path, why = shipped_profile("ort-cpu", 128, root=tmp_path)
+    assert path is None and "reference net" in why and "as long as" in why

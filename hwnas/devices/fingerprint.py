@@ -8,8 +8,14 @@ import platform
 from pathlib import Path
 
 # Fields whose difference makes a profile's measurements incomparable with this machine's.
-IDENTITY_FIELDS = ("cpu_model", "cores", "machine", "gpu_name", "backend", "runtime_version", "threads",
-                   "batch", "dtype")
+# `cpu_id` and `cpu_isa` tell apart CPUs that a virtual machine names alike ("AMD EPYC"): two such
+# hosts ran onnxruntime 2x apart while LiteRT ran 1.5x the other way (different SIMD kernels).
+IDENTITY_FIELDS = ("cpu_model", "cpu_id", "cpu_isa", "cores", "machine", "gpu_name", "backend",
+                   "runtime_version", "threads", "batch", "dtype")
+# SIMD extensions that change which kernels a runtime picks
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd",
+             "asimddp", "sve", "sve2")
 
 
 def _read(path: str) -> str:
@@ -26,13 +32,20 @@ def host_fingerprint() -> dict:
 
     from hwnas import __version__
 
-    cpu = ""
+    info: dict[str, str] = {}
     for line in _read("/proc/cpuinfo").splitlines():
-        if line.lower().startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+        key, sep, value = line.partition(":")
+        key = key.strip().lower()
+        if sep and key not in info:
+            info[key] = value.strip()
+        if not line.strip() and info:
+            break  # the first processor's block is enough
+    flags = set((info.get("flags") or info.get("features") or "").split())
+    ident = "/".join(info.get(k, "") for k in ("vendor_id", "cpu family", "model", "stepping"))
     return {
-        "cpu_model": cpu or platform.processor() or platform.machine(),
+        "cpu_model": info.get("model name") or platform.processor() or platform.machine(),
+        "cpu_id": ident if ident.strip("/") else "unknown",
+        "cpu_isa": " ".join(f for f in ISA_FLAGS if f in flags) or "unknown",
         "cores": os.cpu_count() or 0,
         "machine": platform.machine(),
         "os": f"{platform.system()} {platform.release()}",
@@ -44,5 +57,7 @@ def host_fingerprint() -> dict:
 
 
 def differences(stored: dict, current: dict, fields: tuple[str, ...] = IDENTITY_FIELDS) -> dict:
-    """{field: (stored, current)} for the identity fields that differ."""
-    return {f: (stored.get(f), current.get(f)) for f in fields if stored.get(f) != current.get(f)}
+    """{field: (stored, current)} for the identity fields that differ. A field the stored
+    fingerprint does not have (written before the field existed) is not compared."""
+    return {f: (stored.get(f), current.get(f)) for f in fields
+            if f in stored and stored.get(f) != current.get(f)}

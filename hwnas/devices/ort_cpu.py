@@ -85,3 +85,36 @@ class OrtCpuBackend(Backend):
         sess = ort.InferenceSession(data, self.session_options(), providers=self.providers())
         feed = {sess.get_inputs()[0].name: example_input(input_shape).numpy().astype(np.float32)}
         return Runner(lambda: sess.run(None, feed))
+
+    def node_profile(self, path: Path, input_shape: tuple[int, ...], runs: int = 20,
+                     warmup: int = 5):
+        """The runtime's own kernel split and per-kernel times: `path` run `warmup + runs` times
+        in a session with this backend's settings and onnxruntime's per-node profiler on.
+
+        Returns (`OrtProfile` of the runs after the warm-up, the optimised graph the session
+        executed as an `onnx.ModelProto`): its nodes, named as in the profile, are the kernels
+        (after fusion and layout transformation), with their attributes (activation, group).
+        """
+        import tempfile
+
+        import onnx
+        import onnxruntime as ort
+
+        from hwnas.devices.parsers import parse_ort_profile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            so = self.session_options()
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tmp) / "ort")
+            so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            sess = ort.InferenceSession(str(path), so, providers=self.providers())
+            feed = {sess.get_inputs()[0].name:
+                    example_input(input_shape).numpy().astype(np.float32)}
+            for _ in range(warmup + runs):
+                sess.run(None, feed)
+            trace = sess.end_profiling()
+            prof = parse_ort_profile(Path(trace))
+            graph = onnx.load(str(Path(tmp) / "optimized.onnx"), load_external_data=False)
+        prof.events = prof.events[prof.events["run"] >= warmup].reset_index(drop=True)
+        prof.runs = prof.runs[prof.runs["run"] >= warmup].reset_index(drop=True)
+        return prof, graph

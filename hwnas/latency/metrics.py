@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import kendalltau
+from scipy.stats import kendalltau, spearmanr
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray, lo: np.ndarray | None = None,
              hi: np.ndarray | None = None) -> dict[str, float]:
     """within 5% / 10% (share of |pred - true| / true), RMSE (ms), RMSPE, MAPE, Kendall tau,
-    mean relative bias, and the empirical coverage of [lo, hi] when given."""
+    Spearman rho (the rank correlation HELP and BRP-NAS publish), mean relative bias, and the
+    empirical coverage of [lo, hi] when given."""
     y, p = np.asarray(y_true, float), np.asarray(y_pred, float)
     rel = (p - y) / y
     out = {
@@ -21,6 +22,7 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray, lo: np.ndarray | None = Non
         "mape": float(np.mean(np.abs(rel))),
         "bias": float(np.mean(rel)),
         "kendall_tau": float(kendalltau(y, p).statistic) if y.size > 1 else float("nan"),
+        "spearman_rho": float(spearmanr(y, p).statistic) if y.size > 1 else float("nan"),
     }
     if lo is not None and hi is not None:
         out["coverage"] = float(np.mean((y >= np.asarray(lo)) & (y <= np.asarray(hi))))

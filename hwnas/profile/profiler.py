@@ -57,11 +57,12 @@ class ProfileConfig:
     seed: int = 0
     chunk: int = 16
     generic: int = 0  # extra generic ops (conv, depthwise, linear, pooling, ...) for any-model prediction
+    kernel_nets: int = 0  # random networks timed kernel by kernel (`hwnas predict MODEL.onnx`)
     protocol: Protocol = field(default_factory=Protocol)
 
     def __post_init__(self) -> None:
         """Refuse impossible settings before anything is measured or written."""
-        for name in ("nets", "generic", "seed"):
+        for name in ("nets", "generic", "kernel_nets", "seed"):
             if getattr(self, name) < 0:
                 raise HwnasError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.threads < 1:
@@ -121,6 +122,7 @@ class Profiler:
                             for k, v in self.space.settings().items()},
             nets_requested=self.config.nets,
             generic_requested=self.config.generic,
+            kernel_nets_requested=self.config.kernel_nets,
             seed=self.config.seed,
             reference=DriftReference(reference_arch(self.space)),
         )
@@ -148,8 +150,10 @@ class Profiler:
                 self.log("note: the stored seed differs from this run's; keeping the stored one")
                 self.config.seed = int(record.seed)
             self.config.generic = max(record.generic_requested, self.config.generic)
+            self.config.kernel_nets = max(record.kernel_nets_requested, self.config.kernel_nets)
             return replace(record, nets_requested=max(record.nets_requested, self.config.nets),
                            generic_requested=self.config.generic,
+                           kernel_nets_requested=self.config.kernel_nets,
                            protocol=self.config.protocol.to_dict())
         record = self._new_record()
         self.writer.write_record(record)
@@ -300,6 +304,8 @@ class Profiler:
                 self.progress("nets", len(archs) - len(net_items), len(archs))
                 complete = self._measure_items(net_items, "nets", "nets",
                                                len(archs) - len(net_items), len(archs))
+            if complete and self.config.kernel_nets > 0:
+                complete = self._measure_kernel_nets()
             self.record = replace(self.record, status="complete" if complete else "incomplete")
             if not complete:
                 self.log(f"time cap reached; continue with --resume (profile {self.root})")
@@ -311,6 +317,24 @@ class Profiler:
             self.writer.write_record(self.record)
             self.writer.release()
         return self.root
+
+    def _measure_kernel_nets(self) -> bool:
+        """Random networks timed end to end and kernel by kernel (`hwnas.profile.kernel_nets`);
+        False when the time cap stopped it."""
+        from hwnas.profile.kernel_nets import measure_kernel_nets, supports_kernels
+
+        if not supports_kernels(self.backend):
+            self.log(f"{self.backend.name}: this runtime gives no per-kernel profile; "
+                     "--kernel-nets skipped")
+            return True
+        n = self.config.kernel_nets
+        t0 = time.monotonic()
+        left = measure_kernel_nets(
+            self.backend, self.root, n, self.config.protocol, self._reference_item(),
+            seed=self.config.seed, deadline=self.deadline,
+            progress=lambda done, total: self.progress("kernel nets", done, total))
+        self.convert_s += time.monotonic() - t0  # conversion, timing and per-node profiling
+        return left == 0
 
 
 def measure_items(backend: Backend, items: list[Item], protocol: Protocol, chunk: int = 16,
@@ -362,3 +386,35 @@ def measure_beside_reference(backend: Backend, profile, archs: list[Arch], proto
                        "flagged": m.flagged, "reference_ms": ref_ms,
                        "drift": ref_ms / base if ref_ms and base else 1.0}
     return out
+
+
+def measure_file(backend: Backend, path: Path, input_shape: tuple[int, ...], protocol: Protocol,
+                 profile=None, seed: int = 0) -> dict:
+    """`hwnas measure MODEL`: a model file timed with the profiling protocol (warm-up,
+    shuffled interleaved rounds with the drift reference, the busy-machine rule), exactly as a
+    profile's rows are timed. With `profile`, the reference is that profile's and the result
+    also gives the time scaled to the profile's speed (None when the machine was busy);
+    without one, the reference is the proxyless space's at the model's resolution.
+    """
+    from hwnas.space import get_space
+
+    path = Path(path)
+    if profile is not None and profile.reference_arch() is not None:
+        ref_item, base = reference_item(profile.reference_arch()), profile.reference_ms()
+    else:
+        ref_item, base = reference_item(get_space("proxyless", 224)), None
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = load_item(backend, ref_item, Path(tmp))
+        runner = backend.load(path, input_shape)
+        res, drift = time_with_reference({"model": runner}, reference, protocol,
+                                         np.random.default_rng(seed), base)
+        for r in (runner, reference):
+            close = getattr(r, "close", None)
+            if close:
+                close()
+    m = res["model"]
+    return {"file": str(path), "device": backend.name, "input_shape": list(input_shape),
+            **m.stats(), "reference_ms": drift.reference_ms, "profile_reference_ms": base,
+            "drift_scale": drift.scale, "scaled_ms": drift.correct(m.median) if base else None,
+            "drift_note": drift.note, "fingerprint": backend.fingerprint(),
+            "protocol": protocol.to_dict()}

@@ -88,6 +88,7 @@ _OPTIONAL = {
     "backend": (_STR, "a string"), "backend_options": ((dict,), "an object"),
     "protocol": ((dict, type(None)), "an object or null"),
     "nets_requested": (_INT, "an integer"), "generic_requested": (_INT, "an integer"),
+    "kernel_nets_requested": (_INT, "an integer"),
     "seed": ((int, type(None)), "an integer or null"), "wall_s": (_FLOAT, "a number"),
     "timed_s": (_FLOAT, "a number"), "convert_s": (_FLOAT, "a number"),
     "imported": ((bool,), "true or false"), "nets_only": ((bool,), "true or false"),
@@ -96,7 +97,7 @@ _OPTIONAL = {
 
 
 _OMITTED_WHEN = {"reference": None, "protocol": None, "seed": None, "imported": False,
-                 "nets_only": False, "notes": ""}
+                 "nets_only": False, "notes": "", "kernel_nets_requested": 0}
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class ProfileRecord:
     protocol: dict | None = None
     nets_requested: int = 0
     generic_requested: int = 0
+    kernel_nets_requested: int = 0  # random networks timed kernel by kernel (kernel_nets.py)
     seed: int | None = None
     wall_s: float = 0.0
     timed_s: float = 0.0

@@ -160,7 +160,6 @@ def _run_section(prof, run: Path) -> str:
 
 def _export_section(folder: Path) -> str:
     from hwnas.export.manifest import load_manifest
-    from hwnas.export.pipeline import compared_ms
 
     rows = []
     for path in sorted(folder.glob("*/manifest.json")):
@@ -172,13 +171,18 @@ def _export_section(folder: Path) -> str:
                      "parity": f"{m['parity']['max_abs']:.1e} ({m['parity']['criterion']}: "
                                f"{'pass' if m['parity']['passed'] else 'FAIL'})",
                      "predicted ms": pred["latency_ms"] if pred else None,
-                     "measured ms": compared_ms(ver) if ver else None,
+                     "measured ms": ver["measured_ms"] if ver else None,
+                     "scaled to profile ms": ver.get("corrected_ms") if ver else None,
                      "device": ver["device"] if ver else None,
-                     "measured/predicted": ver.get("ratio_to_predicted") if ver else None})
+                     "compared/predicted": ver.get("ratio_to_predicted") if ver else None})
     if not rows:
         return f"<h2>Exports</h2><p class='muted'>No manifest.json under {_esc(folder)}.</p>"
-    return ("<h2>Exports</h2><p>Each artifact was run in its runtime against the torch model; "
-            "measured latency is drift-corrected to the profile's reference speed.</p>"
+    return ("<h2>Exports</h2><p>Each artifact was run in its runtime against the torch model. "
+            "<em>measured</em> is the time taken on this machine; <em>scaled to profile</em> "
+            "is that time multiplied by the drift reference's profiled / current time (empty "
+            "when the reference was more than 1.25x off: a busy or different machine); the "
+            "ratio compares the scaled time, or the measured one when none, with the "
+            "prediction.</p>"
             + _table(rows, left=("target", "precision", "file", "parity", "device")))
 
 
