@@ -22,16 +22,22 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# every benchmark behind the README's performance tables (about two hours on 2 cores)
+# every benchmark behind the README's tables (about two hours on 2 cores), each writing
+# benchmarks/results/NAME.{md,json}; timing ones run alone under the CPU lock; then `make readme`.
+# (gpu_check needs a CUDA GPU: `python benchmarks/gpu_check.py` on one.)
+LOCK := flock /tmp/hwnas_cpu.lock
 bench: setup
-	$(PY) benchmarks/profiling_cost.py
-	$(PY) benchmarks/repeatability.py
-	$(PY) benchmarks/predictor_accuracy.py
+	$(LOCK) $(PY) benchmarks/profiling_cost.py
+	$(LOCK) $(PY) benchmarks/repeatability.py
+	$(LOCK) $(PY) benchmarks/predictor_accuracy.py
 	$(PY) benchmarks/external.py
-	$(PY) benchmarks/out_of_space.py --profile profiles/ort-cpu-1t-proxyless-224
-	$(PY) benchmarks/supernet_memory.py
+	$(LOCK) $(PY) benchmarks/out_of_space.py
+	$(LOCK) $(PY) benchmarks/supernet_memory.py
+	$(PY) benchmarks/tabular_search.py
+	$(LOCK) $(PY) benchmarks/nb201_own_cpu.py
 	$(PY) benchmarks/search_budget.py
-	$(PY) benchmarks/export.py
+	$(LOCK) $(PY) benchmarks/export.py
+	$(PY) benchmarks/readme.py
 
 # the README's result blocks from benchmarks/results/*.md (never typed by hand)
 readme: setup

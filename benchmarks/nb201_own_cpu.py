@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PROFILES, ROOT, SHARED_DATA, print_table  # noqa: E402
+from _common import PROFILES, ROOT, SHARED_DATA, host, print_table, profile_digest  # noqa: E402
 
 from hwnas.devices.measurement import Protocol  # noqa: E402
 from hwnas.devices.registry import get_backend  # noqa: E402
@@ -162,18 +162,23 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.monotonic() - t_start
     command = " ".join(["flock /tmp/hwnas_cpu.lock .venv/bin/python benchmarks/nb201_own_cpu.py",
                         *(argv if argv is not None else sys.argv[1:])])
-    from tabular_search import host_info
 
     info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": command, "host": host_info(), "wall_s": round(wall, 1),
+            "command": command, "host": host(), "wall_s": round(wall, 1),
             "profile": str(args.profile.relative_to(ROOT)) if args.profile.is_relative_to(ROOT)
             else str(args.profile), "predictor": predictor.name, "method": args.method,
             "evaluations": args.evaluations, "seed": args.seed,
-            "fingerprint": prof.record.fingerprint}
+            "fingerprint": prof.record.fingerprint,
+            # what tests/test_results.py checks: the profile as it was measured
+            "profiles": {prof.name: {
+                "shipped": prof.root.resolve().parent == PROFILES.resolve(),
+                "fingerprint": prof.record.fingerprint, "created": prof.record.created,
+                "updated": prof.record.updated, "digest": profile_digest(prof.root),
+                "reference_ms": prof.reference_ms()}}}
     OUT.mkdir(parents=True, exist_ok=True)
     md = ["# NAS-Bench-201 on this machine's CPU (ort-cpu, 1 thread, 32x32)\n",
           f"- date: {info['date']}", f"- command: `{command}`",
-          f"- host: {info['host']['cpu']}, {info['host']['cores']} cores",
+          f"- host: {info['host']['cpu_model']}, {info['host']['cores']} cores",
           f"- profile: {info['profile']} (`hwnas profile --space nb201 --device ort-cpu "
           f"--nets {args.nets}`), best predictor: {predictor.name}",
           f"- search: {args.method}, {args.evaluations} evaluations, seed {args.seed}; accuracy: "

@@ -179,6 +179,38 @@ def test_measure_artifact_with_fake_adb(fake_adb: Path, tmp_path: Path) -> None:
     assert len(binary_pushes) == 1
 
 
+def test_measure_artifact_with_fake_adb_inline_log(fake_adb: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test above on a clean checkout: the fake adb replays an inline excerpt of the same
+    log (`inline_reference_data.TFLITE_NEW_LOG`: its timing lines and 6 of its 31 op rows)."""
+    from inline_reference_data import TFLITE_NEW_LOG
+
+    log_file = tmp_path / "benchmark_model.txt"
+    log_file.write_text(TFLITE_NEW_LOG)
+    monkeypatch.setenv("FAKE_ADB_OUTPUT", str(log_file))
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"TFL3 fake model")
+    backend = AdbTFLiteBackend(threads=4)
+    backend.invocation_warmup = 3
+    protocol = Protocol(warmup_runs=3, min_runs=40, round_runs=10, min_s=0.0, max_s=1e6)
+    m = backend.measure_artifact(model, (1, 3, 224, 224), protocol)
+    # one sample per invocation: the log's timed-loop average; 4 rounds of 10 runs
+    assert m.samples_ms == pytest.approx([2950.34] * 4)
+    assert m.warmup == 0 and m.extra["warmup_per_invocation"] == 3 and not m.flagged
+    assert m.extra["runs_per_sample"] == [50] * 4
+    ops = m.extra["ops"]
+    assert [o["node_type"] for o in ops] == ["CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D",
+                                             "CONV_2D", "SQUEEZE", "SOFTMAX"]
+    assert ops[0]["avg_ms"] == pytest.approx(60.957) and ops[0]["invocations"] == 4
+    assert sum(o["total_ms"] for o in ops) == pytest.approx(
+        60.957 + 49.870 + 0.869 + 12.185 + 0.017 + 0.233)
+    calls = fake_adb.read_text().splitlines()
+    runs = [c for c in calls if "--enable_op_profiling" in c]
+    assert len(runs) == 4 and all("--num_threads=4 --warmup_runs=3 --num_runs=10" in c
+                                  for c in runs)
+    assert calls[-1].startswith("-s FAKE1 shell rm -f /data/local/tmp/hwnas_")
+
+
 def test_load_runner_with_fake_adb(fake_adb: Path, tmp_path: Path) -> None:
     """Plumbing only: the runner makes one `benchmark_model --num_runs=1` call over adb."""
     model = tmp_path / "m.tflite"

@@ -43,5 +43,7 @@ def model_input_shape(path) -> tuple[int, ...]:
     except HwnasError:
         raise
     except Exception as e:  # protobuf / flatbuffer decode errors
-        raise HwnasError(f"{path}: not a readable model ({type(e).__name__}: {e})") from None
+        kind = {".onnx": "ONNX", ".tflite": "TFLite"}[path.suffix]
+        raise HwnasError(f"{path}: not a readable {kind} model ({type(e).__name__}: {e})") \
+            from None
     raise HwnasError(f"{path}: expected an .onnx or .tflite file")

@@ -15,10 +15,11 @@ profiler times every node of it. A kernel is one node of that optimised graph.
   additive roofline baseline (c0 + c1 MACs + c2 bytes, non-negative, `op_predictor.
   fit_baseline`) times exp(gradient-boosted trees on the log residual), as the op predictor
   does (trees alone are flat outside the range they saw; nn-Meter uses random forests).
-- The whole network: latency = a * sum(kernels) + b * kernels + c, the three non-negative
-  coefficients fitted on the random networks' end-to-end times (measured without the profiler)
-  against their measured kernel sums; b and c are what a run costs between and around the
-  kernels (dispatch, the session call), a corrects for the profiler's own timing overhead.
+- The whole network: latency = a * sum(kernels) + b * kernels + c, fitted by least squares on
+  relative error over the random networks' end-to-end times (measured without the profiler)
+  against their measured kernel sums. c is what a run costs around the kernels (the session
+  call); b is the per-kernel difference between a profiled and a plain run (dispatch between
+  nodes, less the profiler's own timestamps, so it may be negative); a is the rest.
 
 Saved inside a profile as arrays and JSON (`kernel_predictor.npz` with `allow_pickle=False`,
 `kernel_predictor.json`): nothing that runs code on load.
@@ -101,8 +102,6 @@ class KernelPredictor:
         return coef, TreeEnsemble.from_gbr(gbr)
 
     def fit(self, kernels: pd.DataFrame, nets: pd.DataFrame) -> KernelPredictor:
-        from scipy.optimize import nnls
-
         k = kernels[kernels["ms"] > 0].reset_index(drop=True)
         if len(k) < self.min_rows or len(nets) < 5:
             raise HwnasError(f"too few kernel measurements to fit on ({len(k)} kernels of "
@@ -116,11 +115,15 @@ class KernelPredictor:
                 m = (k["op"] == op).to_numpy()
                 self.models_[op] = self._fit_one(x[m], b[m], y[m])
         self.global_ = self._fit_one(x, b, y)
-        # end to end = a * sum(kernels) + b * n_kernels + c (non-negative; relative error)
+        # end to end = a * sum(kernels) + b * n_kernels + c, least squares on relative error
         t = nets["median_ms"].to_numpy(float)
         design = np.stack([nets["kernel_sum_ms"].to_numpy(float),
                            nets["n_kernels"].to_numpy(float), np.ones(len(nets))], 1)
-        coef, _ = nnls(design / t[:, None], np.ones_like(t))
+        from scipy.optimize import lsq_linear
+
+        # a physically plausible fit: a near 1, |b| under 10 us a kernel, c (a session call) 0-30 us
+        coef = lsq_linear(design / t[:, None], np.ones_like(t),
+                          bounds=([0.5, -0.01, 0.0], [2.0, 0.01, 0.03])).x
         self.combine_ = {"a": float(coef[0]), "b": float(coef[1]), "c": float(coef[2])}
         return self
 
@@ -270,7 +273,7 @@ def predict_file(profile, path: str | Path, verify: bool = False, quick: bool = 
     measurements: the predicted latency and one row per runtime kernel. With `verify`, the file
     is also measured on the profile's device with the profiling protocol (beside its drift
     reference) and profiled per node, so that every kernel shows predicted and measured ms."""
-    predictor, how = load_or_fit(profile)
+    predictor, how = load_or_fit(profile, save=True)
     if predictor is None:
         raise HwnasError(f"{profile.name}: {how}")
     threads = int(profile.record.backend_options.get("threads", 1))

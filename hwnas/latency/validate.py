@@ -76,14 +76,18 @@ def report_rows(report: dict) -> list[dict[str, str]]:
 
 
 def fit_and_save(profile: Profile, alpha: float = 0.1, seed: int = 0) -> NetworkPredictor:
-    """Fit the learned predictor on all of the profile's nets and the op predictor (any-model
-    prediction, `hwnas predict MODEL.onnx`) on all its ops; save both inside the profile."""
+    """Fit the learned predictor on all of the profile's nets, the op predictor on all its ops
+    and, when it has kernel measurements, the kernel predictor (any-model prediction, `hwnas
+    predict MODEL.onnx`); save them inside the profile."""
     lut = LookupTablePredictor.from_profile(profile)
     model = NetworkPredictor(alpha=alpha, seed=seed).fit(lut, profile.archs(),
                                                         profile.net_latency())
     model.save(profile.root)
     if len(profile.ops) >= 2:
         OpPredictor().fit(profile.ops).save(profile.root)
+    from hwnas.latency.kernels import load_or_fit
+
+    load_or_fit(profile, save=True)  # the kernel predictor, when the profile has kernel nets
     return model
 
 

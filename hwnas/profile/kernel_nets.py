@@ -31,7 +31,7 @@ from hwnas.devices.measurement import Protocol
 from hwnas.errors import HwnasError
 from hwnas.profile.drift import time_with_reference
 from hwnas.profile.items import load_item
-from hwnas.profile.random_nets import random_cnn
+from hwnas.profile.random_nets import macs, random_cnn
 from hwnas.profile.store import read_parquet, write_parquet
 
 KERNELS_FILE, NETS_FILE = "kernels.parquet", "kernel_nets.parquet"
@@ -42,26 +42,11 @@ def supports_kernels(backend) -> bool:
     return callable(getattr(backend, "node_profile", None))
 
 
-def _macs(module, shape) -> int:
-    import torch
-    from torch import nn
-
-    total = 0
-
-    def hook(m, inp, out):
-        nonlocal total
-        if isinstance(m, nn.Conv2d):
-            total += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-        elif isinstance(m, nn.Linear):
-            total += out.numel() * m.in_features
-
-    hs = [m.register_forward_hook(hook) for m in module.modules()
-          if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
-        module(torch.zeros(shape))
-    for h in hs:
-        h.remove()
-    return int(total)
+def _reference_now(runner, runs: int = 10) -> float:
+    """The reference's median over a few runs now (after two untimed ones)."""
+    runner()
+    runner()
+    return float(np.median(runner.time(runs)))
 
 
 def read_kernel_tables(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -89,12 +74,13 @@ def correct_kernels(kernels: pd.DataFrame, nets: pd.DataFrame,
 def measure_kernel_nets(backend, root: Path, count: int, protocol: Protocol, reference=None,
                         seed: int = 0, chunk: int = 8, node_runs: int = 20,
                         progress: Callable[[int, int], None] | None = None,
-                        deadline: float | None = None) -> int:
+                        deadline: float | None = None, resolution: int | None = None) -> int:
     """Measure `count` random networks (seeds seed .. seed+count-1) into `root`'s kernel
     tables, skipping those already there; returns how many are left (0: all measured; more
     when `deadline`, a `time.monotonic()` value, stopped it between chunks).
 
-    `reference`: the profile's drift reference as an `Item` (timed inside every chunk).
+    `reference`: the profile's drift reference as an `Item` (timed inside every chunk);
+    `resolution`: draw every network at this input size (default: drawn per network).
     """
     if not supports_kernels(backend):
         raise HwnasError(f"backend {backend.name!r} cannot profile a model per kernel (only "
@@ -114,7 +100,7 @@ def measure_kernel_nets(backend, root: Path, count: int, protocol: Protocol, ref
             seeds = todo[start:start + chunk]
             drawn, paths, runners = {}, {}, {}
             for s in seeds:
-                net = random_cnn(s)
+                net = random_cnn(s, resolution)
                 drawn[s] = net
                 paths[s] = backend.convert(net.module, net.input_shape,
                                            Path(tmp) / f"k{s}.{backend.artifact}")
@@ -130,11 +116,15 @@ def measure_kernel_nets(backend, root: Path, count: int, protocol: Protocol, ref
                 prof, graph = backend.node_profile(paths[s], net.input_shape, runs=node_runs)
                 kt = kernel_table(prof.nodes(), graph)
                 kt.insert(0, "net", f"k{s}")
+                # the machine's speed moves within minutes: the reference timed right after the
+                # per-node profile puts its times on the speed of the chunk's interleaved rounds
+                if ref_run is not None and drift.reference_ms:
+                    kt["ms"] = kt["ms"] * drift.reference_ms / _reference_now(ref_run)
                 kt["reference_ms"] = drift.reference_ms
                 new_k.append(kt)
                 m = res[f"k{s}"]
                 new_n.append({"net": f"k{s}", "seed": s, "resolution": net.input_shape[-1],
-                              "macs": _macs(net.module, net.input_shape),
+                              "macs": macs(net.module, net.input_shape),
                               "median_ms": m.median, "p10_ms": m.p10, "p90_ms": m.p90,
                               "runs": m.n, "flagged": bool(m.flagged),
                               "kernel_sum_ms": float(kt["ms"].sum()), "n_kernels": len(kt),
@@ -143,8 +133,8 @@ def measure_kernel_nets(backend, root: Path, count: int, protocol: Protocol, ref
                 paths[s].unlink(missing_ok=True)
             kernels = pd.concat([kernels, *new_k], ignore_index=True)
             nets = pd.concat([nets, pd.DataFrame(new_n)], ignore_index=True)
-            write_parquet(kernels, root / KERNELS_FILE)
-            write_parquet(nets, root / NETS_FILE)
+            write_parquet(root / KERNELS_FILE, kernels)
+            write_parquet(root / NETS_FILE, nets)
             measured += len(seeds)
             if progress:
                 progress(len(done) + measured, count)

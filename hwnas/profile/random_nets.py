@@ -235,9 +235,42 @@ def _block(d: _Draw, kind: str, cin: int, cout: int, stride: int, a: str) -> tup
     raise ValueError(kind)
 
 
+MAX_MACS = 2.5e9  # draws above this are redrawn: profiling cost stays bounded
+
+
 def random_cnn(seed: int, resolution: int | None = None) -> RandomNet:
-    """A random plausible CNN (eval mode, batch 1); the same seed gives the same network."""
-    rng = np.random.default_rng(seed)
+    """A random plausible CNN (eval mode, batch 1) of at most `MAX_MACS` multiply-adds; the
+    same seed gives the same network."""
+    for attempt in range(100):
+        net = _draw(np.random.default_rng([seed, attempt]), resolution)
+        if macs(net.module, net.input_shape) <= MAX_MACS:
+            return net
+    return net
+
+
+def macs(module: nn.Module, shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of the Conv2d and Linear layers (a forward pass with hooks)."""
+    total = 0
+
+    def hook(m, inp, out):
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            total += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):
+            total += out.numel() * m.in_features
+
+    hs = [m.register_forward_hook(hook) for m in module.modules()
+          if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            module(torch.zeros(shape))
+    finally:
+        for h in hs:
+            h.remove()
+    return int(total)
+
+
+def _draw(rng: np.random.Generator, resolution: int | None) -> RandomNet:
     d = _Draw(rng)
     res = resolution or int(d.pick(RESOLUTIONS, p=[.08, .12, .1, .16, .14, .12, .2, .08]))
     a = d.pick(ACTS, p=[.35, .15, .2, .15, .05, .1])
@@ -271,7 +304,7 @@ def random_cnn(seed: int, resolution: int | None = None) -> RandomNet:
             c = last
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, classes)]
     else:
-        g = int(d.pick((1, 2, 4)))
+        g = int(d.pick([v for v in (1, 2, 4) if hw % v == 0]))  # ONNX: an exact pooling grid
         hidden = int(d.pick((256, 512, 1024)))
         layers += [nn.AdaptiveAvgPool2d(g), nn.Flatten(), nn.Linear(c * g * g, hidden), act(a),
                    nn.Linear(hidden, classes)]
