@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if SHIPPED.is_dir() and len(profile_kernel_data(Profile.load(SHIPPED))[1]):
         from hwnas.demo import shipped_profile
 
-        path, why = shipped_profile("ort-cpu", 224)
+        path, why = shipped_profile("ort-cpu", 224, root=PROFILES)
         shipped = (Profile.load(SHIPPED), why) if path is not None else (None, why)
 
     rows, per_kernel, t0 = [], {}, time.monotonic()

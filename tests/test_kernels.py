@@ -65,7 +65,7 @@ def test_kernel_split_is_the_runtimes_optimised_node_list(se_onnx: Path) -> None
     prof, graph = backend.node_profile(se_onnx, (1, 3, 64, 64), runs=3, warmup=1)
     kt = runtime_kernels(backend, se_onnx, (1, 3, 64, 64), runs=3, warmup=1)
     executed = [n.name for n in graph.graph.node]
-    assert list(kt["node"]) == list(prof.nodes()["node"])
+    assert sorted(kt["node"]) == sorted(prof.nodes()["node"])
     assert set(kt["node"]) == set(executed)  # every kernel is a node the runtime executed
     # fusion happened: BatchNorm is gone, the conv carries its activation, layouts are explicit
     original = [n.op_type for n in __import__("onnx").load(str(se_onnx)).graph.node]
@@ -74,7 +74,7 @@ def test_kernel_split_is_the_runtimes_optimised_node_list(se_onnx: Path) -> None
     assert (conv["act"] == "HardSwish").any() and conv["macs"].gt(0).all()
     dw = conv[conv["groups"] > 1].iloc[0]
     assert dw["groups"] == dw["cin"] == 16 and dw["k"] == 3
-    assert kt["ms"].gt(0).all()
+    assert kt["ms"].ge(0).all() and conv["ms"].gt(0).all()  # a Reshape may take 0 us
 
 
 def test_random_networks_are_seeded_bounded_and_run_in_onnxruntime(tmp_path: Path) -> None:
