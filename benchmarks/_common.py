@@ -124,11 +124,11 @@ class Results:
     """
 
     def __init__(self, name: str, title: str, *, seed: int | list | None = None,
-                 timing: bool = False, argv: list[str] | None = None,
-                 script: str | None = None) -> None:
+                 timing: bool = False, argv: list[str] | None = None) -> None:
         self.name, self.title, self.seed, self.timing = name, title, seed, timing
         args = sys.argv[1:] if argv is None else argv
-        script = script or Path(sys.argv[0]).stem if sys.argv[0].endswith(".py") else name
+        # the script that runs (search_budget --quick writes "search_budget-quick")
+        script = Path(sys.argv[0]).stem if sys.argv[0].endswith(".py") else name
         self.command = " ".join(([LOCK] if timing else []) + ["python", f"benchmarks/{script}.py"]
                                 + [shlex.quote(a) for a in args])
         self.date = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key}: measured {m.median:.2f} ms (compared {compared:.2f}), predicted "
                       f"{pred.total_ms:.2f} ({row['error']:+.1%})", flush=True)
             for r_ in runners.values():
-                getattr(r_, "close", lambda: None)()
+                r_.close()
     measure_s = time.monotonic() - t0
 
     res.text(

@@ -4,7 +4,7 @@ For each random network (`hwnas.profile.random_nets.random_cnn`, seeded): its ON
 end to end with the profile's protocol, in interleaved chunks with the drift reference, like any
 profile row; then the runtime's own per-node profile of the same file gives its kernels (the
 nodes of the optimised graph it executes, `Backend.node_profile`) and their median times
-(`hwnas.latency.kernels.kernel_table`). Both keep the chunk's reference time (`reference_ms`),
+(`hwnas.devices.kernels.runtime_kernels`). Both keep the chunk's reference time (`reference_ms`),
 so `correct_kernels` puts them on the profile's speed as `correct_drift` does for the other rows.
 
 Two tables, written into the profile after every chunk (an interruption loses at most the chunk
@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hwnas.devices.kernels import kernel_table
+from hwnas.devices.kernels import runtime_kernels
 from hwnas.devices.measurement import Protocol
 from hwnas.errors import HwnasError
 from hwnas.profile.drift import time_with_reference
 from hwnas.profile.items import load_item
-from hwnas.profile.random_nets import macs, random_cnn
+from hwnas.profile.random_nets import random_cnn
 from hwnas.profile.store import read_parquet, write_parquet
 
 KERNELS_FILE, NETS_FILE = "kernels.parquet", "kernel_nets.parquet"
@@ -107,14 +107,11 @@ def measure_kernel_nets(backend, root: Path, count: int, protocol: Protocol, ref
                 runners[f"k{s}"] = backend.load(paths[s], net.input_shape)
             res, drift = time_with_reference(runners, ref_run, protocol, rng)
             for r in runners.values():
-                close = getattr(r, "close", None)
-                if close:
-                    close()
+                r.close()
             new_k, new_n = [], []
             for s in seeds:
                 net = drawn[s]
-                prof, graph = backend.node_profile(paths[s], net.input_shape, runs=node_runs)
-                kt = kernel_table(prof.nodes(), graph)
+                kt = runtime_kernels(backend, paths[s], net.input_shape, runs=node_runs)
                 kt.insert(0, "net", f"k{s}")
                 # the machine's speed moves within minutes: the reference timed right after the
                 # per-node profile puts its times on the speed of the chunk's interleaved rounds
@@ -124,7 +121,7 @@ def measure_kernel_nets(backend, root: Path, count: int, protocol: Protocol, ref
                 new_k.append(kt)
                 m = res[f"k{s}"]
                 new_n.append({"net": f"k{s}", "seed": s, "resolution": net.input_shape[-1],
-                              "macs": macs(net.module, net.input_shape),
+                              "macs": net.macs,
                               "median_ms": m.median, "p10_ms": m.p10, "p90_ms": m.p90,
                               "runs": m.n, "flagged": bool(m.flagged),
                               "kernel_sum_ms": float(kt["ms"].sum()), "n_kernels": len(kt),

@@ -408,10 +408,8 @@ def measure_file(backend: Backend, path: Path, input_shape: tuple[int, ...], pro
         runner = backend.load(path, input_shape)
         res, drift = time_with_reference({"model": runner}, reference, protocol,
                                          np.random.default_rng(seed), base)
-        for r in (runner, reference):
-            close = getattr(r, "close", None)
-            if close:
-                close()
+        runner.close()
+        reference.close()
     m = res["model"]
     return {"file": str(path), "device": backend.name, "input_shape": list(input_shape),
             **m.stats(), "reference_ms": drift.reference_ms, "profile_reference_ms": base,

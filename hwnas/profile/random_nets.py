@@ -125,11 +125,13 @@ class ShuffleUnit(nn.Module):
 
 @dataclass
 class RandomNet:
-    """A drawn network: the module (eval mode), its input shape, and what was drawn."""
+    """A drawn network: the module (eval mode), its input shape, what was drawn, and its
+    multiply-accumulates (`macs`, counted once when it was drawn)."""
 
     module: nn.Module
     input_shape: tuple[int, int, int, int]
     spec: dict = field(default_factory=dict)
+    macs: int = 0
 
 
 class _Draw:
@@ -243,7 +245,8 @@ def random_cnn(seed: int, resolution: int | None = None) -> RandomNet:
     same seed gives the same network."""
     for attempt in range(100):
         net = _draw(np.random.default_rng([seed, attempt]), resolution)
-        if macs(net.module, net.input_shape) <= MAX_MACS:
+        net.macs = macs(net.module, net.input_shape)
+        if net.macs <= MAX_MACS:
             return net
     return net
 
