@@ -92,7 +92,7 @@ def one(kind: str, n: int, resolution: int, batch: int, seed: int) -> dict:
         return {"base_mb": base, "peak_mb": _maxrss_mb(), "params": params,
                 "step_s": time.perf_counter() - t0}
     cands = _candidates(space, n)
-    net = SuperNet(space, cands, seed=seed)
+    net = SuperNet(space, cands, seed=seed, weight_sharing="independent")  # the reference's
     # the same path in the extended candidate lists (the skip choice is last there)
     path = [len(c) - 1 if layer.choices[j] == "zero" else j
             for layer, c, j in zip(space.layers, cands, path, strict=True)]

