@@ -35,6 +35,8 @@ bench: setup
 	$(LOCK) $(PY) benchmarks/supernet_memory.py
 	$(PY) benchmarks/tabular_search.py
 	$(LOCK) $(PY) benchmarks/nb201_own_cpu.py
+	$(PY) benchmarks/supernet_ranking.py --space nb201
+	$(PY) benchmarks/supernet_ranking.py --space proxyless --limit 2400
 	$(PY) benchmarks/search_budget.py
 	$(LOCK) $(PY) benchmarks/export.py
 	$(PY) benchmarks/readme.py

@@ -147,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         f"({len(data.train)} training, {len(data.valid)} validation, {len(data.test)} test "
         f"images) for "
         f"{args.standalone_epochs} epochs with {args.seeds} seeds each: the ground truth is the "
-        f"mean test accuracy ({out['standalone_s'] / 60:.1f} min; mean "
+        f"mean test accuracy ({out['standalone_s'] / 60:.1f} min in this run"
+        + (f", {out['standalone_cached']} of {args.archs} read from the ground-truth cache of "
+           "an earlier run with the same settings" if out["standalone_cached"] else "")
+        + f"; mean "
         f"{out['standalone_mean']:.3f}, spread {out['standalone_spread']:.3f}). Its reliability: "
         f"the seeds' rankings agree with Kendall tau {ceiling:.3f} on average (pairs of seeds), "
         f"the ceiling of any estimate of a single training run. Supernets: "
@@ -167,6 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     oneshot = out["methods"].get("oneshot", {}).get("kendall_tau", float("nan"))
     res.text(f"One-shot Kendall tau {oneshot:.3f}: target {TARGET_TAU} "
              f"{'met' if oneshot >= TARGET_TAU else 'missed'}.")
+    taus = {m: v["kendall_tau"] for m, v in out["methods"].items()}
+    if {"oneshot", "fewshot", "gm"} <= set(taus):
+        verdict = []
+        for gm_name in ("gm", "gm-inherit"):
+            if gm_name not in taus:
+                continue
+            g, f, o = taus[gm_name], taus["fewshot"], taus["oneshot"]
+            holds = g >= f >= o
+            verdict.append(f"{gm_name} {g:.3f} >= few-shot {f:.3f} >= one-shot {o:.3f}: "
+                           + ("holds" if holds else
+                              f"fails (GM - few-shot {g - f:+.3f}, few-shot - one-shot "
+                              f"{f - o:+.3f})"))
+        res.text("The paper's ordering, by Kendall tau: " + "; ".join(verdict) + ".")
     res.write(data={"archs": archs, "methods": out["methods"], "seed_tau": seed_taus,
                     "nb201_c10": None if table is None else table.tolist(),
                     "config": {k: v for k, v in vars(args).items()},

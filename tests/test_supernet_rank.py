@@ -12,8 +12,14 @@ import torch
 from hwnas.data import load_data
 from hwnas.errors import HwnasError
 from hwnas.search import gm
-from hwnas.search.ranking import (RankConfig, inherited_accuracy, rank_metrics,
-                                  run_supernet_rank, train_split_supernets, uniform_epoch)
+from hwnas.search.ranking import (
+    RankConfig,
+    inherited_accuracy,
+    rank_metrics,
+    run_supernet_rank,
+    train_split_supernets,
+    uniform_epoch,
+)
 from hwnas.search.supernet import CellSuperNet, SuperNet, build_supernet
 from hwnas.search.trainer import weight_optimizer
 from hwnas.space import get_space
@@ -199,3 +205,26 @@ def csvrows(path):
 
     with open(path, newline="") as f:
         yield from csv.DictReader(f)
+
+
+def test_cli_supernet_rank_and_split_errors_are_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from hwnas.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["supernet-rank", "--methods", "oneshot,darts"])
+    assert bad.exit_code == 2 and "unknown method" in bad.output
+    assert "Traceback" not in bad.output
+    bad = runner.invoke(app, ["search", "--profile", "profiles/ort-cpu-1t-proxyless-224",
+                              "--budget-ms", "8", "--split", "halves", "--out",
+                              str(tmp_path / "r")])
+    assert bad.exit_code == 2 and "unknown split" in bad.output
+    out = tmp_path / "rank.json"
+    ok = runner.invoke(app, ["supernet-rank", "--archs", "3", "--seeds", "1",
+                             "--standalone-epochs", "1", "--supernet-epochs", "1",
+                             "--methods", "oneshot", "--limit", "150", "--resolution", "8",
+                             "--out", str(out)])
+    assert ok.exit_code == 0, ok.output
+    result = json.loads(out.read_text())
+    assert len(result["archs"]) == 3 and "oneshot" in result["methods"]

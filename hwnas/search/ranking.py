@@ -314,7 +314,8 @@ def run_supernet_rank(cfg: RankConfig, progress: Callable[[dict], None] | None =
     result is appended as it finishes and read back on the next call with the same settings (an
     interrupted ground truth loses at most one architecture). Returns a dict with `archs`
     (indices, stand-alone mean and per-seed accuracies, inherited accuracy per method),
-    `methods` (metrics, wall time, sub-supernets and their splits) and `standalone_s`."""
+    `methods` (metrics, wall time, sub-supernets and their splits), `standalone_s` and
+    `standalone_cached` (architectures whose ground truth came from `truth` or `cache`)."""
     say = progress or (lambda _row: None)
     archs = sample_architectures(cfg.space, cfg.archs, cfg.seed)
     truth = dict(truth or {})
@@ -331,6 +332,7 @@ def run_supernet_rank(cfg: RankConfig, progress: Callable[[dict], None] | None =
                 per_seed[key] = [float(v) for v in row["accs"]]
                 truth[key] = float(np.mean(per_seed[key]))
     t0 = time.monotonic()
+    cached = sum(tuple(int(v) for v in idx) in truth for idx in archs)
     for n, idx in enumerate(archs):
         key = tuple(int(v) for v in idx)
         if key not in truth:
@@ -371,5 +373,5 @@ def run_supernet_rank(cfg: RankConfig, progress: Callable[[dict], None] | None =
                        "standalone_per_seed": per_seed.get(tuple(int(v) for v in idx)),
                        **{f"inherited_{m}": inherited[m][n] for m in inherited}}
                       for n, idx in enumerate(archs)],
-            "methods": methods, "standalone_s": standalone_s,
+            "methods": methods, "standalone_s": standalone_s, "standalone_cached": cached,
             "standalone_mean": float(gt.mean()), "standalone_spread": float(gt.max() - gt.min())}
