@@ -207,19 +207,21 @@ def csvrows(path):
         yield from csv.DictReader(f)
 
 
-def test_cli_supernet_rank_and_split_errors_are_one_line(tmp_path):
+def test_cli_supernet_rank_and_split_errors_are_one_line(tmp_path, capsys):
     from typer.testing import CliRunner
 
-    from hwnas.cli import app
+    from hwnas.cli import app, main
 
+    for argv, msg in ((["supernet-rank", "--methods", "oneshot,darts"], "unknown method"),
+                      (["search", "--profile", "profiles/ort-cpu-1t-proxyless-224",
+                        "--budget-ms", "8", "--split", "halves", "--out", str(tmp_path / "r")],
+                       "unknown split")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and msg in err and err.count("\n") == 1, err
+        assert not (tmp_path / "r").exists()
     runner = CliRunner()
-    bad = runner.invoke(app, ["supernet-rank", "--methods", "oneshot,darts"])
-    assert bad.exit_code == 2 and "unknown method" in bad.output
-    assert "Traceback" not in bad.output
-    bad = runner.invoke(app, ["search", "--profile", "profiles/ort-cpu-1t-proxyless-224",
-                              "--budget-ms", "8", "--split", "halves", "--out",
-                              str(tmp_path / "r")])
-    assert bad.exit_code == 2 and "unknown split" in bad.output
     out = tmp_path / "rank.json"
     ok = runner.invoke(app, ["supernet-rank", "--archs", "3", "--seeds", "1",
                              "--standalone-epochs", "1", "--supernet-epochs", "1",
@@ -228,3 +230,24 @@ def test_cli_supernet_rank_and_split_errors_are_one_line(tmp_path):
     assert ok.exit_code == 0, ok.output
     result = json.loads(out.read_text())
     assert len(result["archs"]) == 3 and "oneshot" in result["methods"]
+
+
+def test_restart_final_reinitialises_children_and_keeps_their_masks():
+    from hwnas.search.ranking import _fresh, _replace_weights, split_once
+
+    data = load_data("digits-shift", 8, limit=150)
+    space = get_space("nb201", 8, 1.0, data.num_classes, (8, 16, 32))
+    parent = _fresh(space, 0, 1, 0.05, "entangled")
+    gen = torch.Generator().manual_seed(0)
+    uniform_epoch(parent.net, parent.opt, data, 32, 0.05, seed=0, generator=gen)
+    children = split_once(parent, "gm", 2, data, 32, gm_batches=1, seed=0)
+    assert len(children) == 2
+    before = {k: v.clone() for k, v in children[0].net.state_dict().items()}
+    for name, v in parent.net.state_dict().items():  # below the final split: inherited
+        if name not in ("enc",):
+            torch.testing.assert_close(before[name], v)
+    fresh = _replace_weights(children[0], space, 7, 1, 0.05, "entangled", epoch=3)
+    assert torch.equal(fresh.net.enc, children[0].net.enc) and fresh.start == 3
+    changed = [n for n, v in fresh.net.state_dict().items()
+               if v.dtype.is_floating_point and not torch.equal(v, before[n])]
+    assert any("weight" in n for n in changed)
