@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="minibatches per GM distance (default 10 nb201, 4 proxyless)")
     ap.add_argument("--resolution", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--data", default="digits-shift", help="proxy task (a data spec)")
     ap.add_argument("--limit", type=int, default=None,
                     help="at most this many training + validation images (default: all 5,752)")
     args = ap.parse_args(argv)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from hwnas.space import get_space
 
     torch.set_num_threads(args.threads)
-    data = load_data("digits-shift", args.resolution, limit=args.limit)
+    data = load_data(args.data, args.resolution, limit=args.limit)
     if args.space == "nb201":
         space = get_space("nb201", args.resolution, 1.0, data.num_classes, (8, 16, 32))
         cells, gm_batches = 1, args.gm_batches or 10
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             else "ProxylessNAS space at width 0.35")
     res.text(
         f"{args.archs} architectures of {desc}, drawn uniformly (seed 0), trained from scratch "
-        f"on `digits-shift` at {args.resolution}x{args.resolution} "
+        f"on `{args.data}` at {args.resolution}x{args.resolution} "
         f"({len(data.train)} training, {len(data.valid)} validation, {len(data.test)} test "
         f"images) for "
         f"{args.standalone_epochs} epochs with {args.seeds} seeds each: the ground truth is the "
