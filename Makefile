@@ -36,7 +36,7 @@ bench: setup
 	$(PY) benchmarks/tabular_search.py
 	$(LOCK) $(PY) benchmarks/nb201_own_cpu.py
 	$(PY) benchmarks/supernet_ranking.py --space nb201
-	$(PY) benchmarks/supernet_ranking.py --space proxyless --limit 2400
+	$(PY) benchmarks/supernet_ranking.py --space proxyless --data digits --archs 20 --seeds 2 --standalone-epochs 6
 	$(PY) benchmarks/search_budget.py
 	$(LOCK) $(PY) benchmarks/export.py
 	$(PY) benchmarks/readme.py
