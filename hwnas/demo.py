@@ -193,10 +193,23 @@ class _Demo:
         budget = round(lo + 0.5 * (hi - lo), 3)
         self.say(f"fastest {lo:.3f} ms, slowest {hi:.3f} ms (predicted) -> budget {budget} ms")
         run_dir = self.out / "search"
-        summary = run_search(SearchConfig(
+        config = SearchConfig(
             profile=ort_dir, budget_ms=budget, out=run_dir, epochs=cfg.epochs,
             warmup_epochs=cfg.warmup_epochs, loss="mul#log" if budget > 1 else "add#linear",
-            max_batches=4 if cfg.quick else None), lambda r: self.say(
+            max_batches=4 if cfg.quick else None)
+        if (run_dir / "config.json").exists():  # an older demo's search: resume only if the same
+            from hwnas.errors import HwnasError
+            from hwnas.search.run import RESUME_KEYS
+            from hwnas.search.strategy import check_same_settings
+
+            try:
+                check_same_settings(run_dir / "config.json", config.to_dict(), RESUME_KEYS,
+                                    run_dir, "")
+            except HwnasError:
+                self.say(f"{run_dir} holds a search with other settings (an older demo): "
+                         "starting it over")
+                config.resume = False
+        summary = run_search(config, lambda r: self.say(
             f"epoch {r['epoch'] + 1}/{r['epochs_total']} ({r['phase']}): E[LAT] "
             f"{r['expected_ms']:.3f} ms, argmax {r['argmax_ms']:.3f} ms, "
             f"valid acc {r['valid_acc']:.2f}"))
