@@ -489,6 +489,35 @@ def fewshot_split(enc: np.ndarray, layer: int) -> list[np.ndarray]:
     return split_enc(enc, layer, [(c,) for c in allowed])
 
 
+def plan_split(net: SplittableNet, valid: np.ndarray, groups: int,
+               batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
+               generator: torch.Generator | None = None,
+               fewshot_layer: int | None = None) -> tuple[list[np.ndarray], dict]:
+    """The children's masks of one split of `net` and a record of it (`split_supernet`).
+
+    `valid`: the (layers x choices) mask of choices that exist. With `fewshot_layer`, one child per
+    allowed op of that layer (`fewshot_split`). Otherwise gradient matching: every layer not split
+    yet (all its valid choices still allowed) with at least `groups` choices is scored on
+    `batches` (`gradient_distance`), `choose_edge` picks the layer and partition, `split_enc`
+    makes the masks.
+    """
+    valid = np.asarray(valid, dtype=bool)
+    enc = _net_enc(net) & valid
+    if fewshot_layer is not None:
+        return fewshot_split(enc, fewshot_layer), {"layer": fewshot_layer, "rule": "fewshot"}
+    layers = [i for i in range(len(valid))
+              if (enc[i] == valid[i]).all() and int(enc[i].sum()) >= groups]
+    if not layers:
+        raise HwnasError("no layer is left to split")
+    if not batches or generator is None:
+        raise HwnasError("a gradient-matching split needs minibatches and a generator")
+    distances = {i: gradient_distance(net, i, batches, generator) for i in layers}
+    chosen, _ = choose_edge(distances, groups)
+    return split_enc(enc, chosen.layer, chosen.groups), {
+        "layer": chosen.layer, "groups": [list(g) for g in chosen.groups], "cut": chosen.cut,
+        "rule": "gm"}
+
+
 def n_archs(enc: np.ndarray) -> int:
     """Number of architectures a mask allows: the product over layers of allowed choices."""
     return math.prod(int(c) for c in _enc(enc).sum(axis=1))

@@ -177,32 +177,18 @@ def _child(parent: SubSupernet, enc: np.ndarray, split: dict) -> SubSupernet:
     return SubSupernet(net, opt, parent.start, parent.splits + [split])
 
 
-def _unsplit_layers(net: WeightSharingNet, k: int) -> list[int]:
-    """Layers not split yet (all their valid choices allowed) with at least k choices."""
-    mask, allowed = net.mask.cpu().numpy(), net.allowed().cpu().numpy()
-    return [i for i in range(mask.shape[0])
-            if (allowed[i] == mask[i]).all() and int(allowed[i].sum()) >= k]
-
-
 def split_once(sub: SubSupernet, method: str, groups: int, data: ImageData, batch_size: int,
                gm_batches: int, seed: int, fewshot_layer: int = 0) -> list[SubSupernet]:
     """Split one sub-supernet: `fewshot` (one child per op of `fewshot_layer`) or `gm` (the
-    layer and the partition into `groups` by gradient matching, `gm.choose_edge`)."""
-    enc = sub.net.enc.cpu().numpy() & sub.net.mask.cpu().numpy()
+    layer and the partition into `groups` by gradient matching, `gm.plan_split`)."""
+    valid = sub.net.mask.cpu().numpy()
     if method == "fewshot":
-        encs = gm.fewshot_split(enc, fewshot_layer)
-        return [_child(sub, e, {"layer": fewshot_layer, "rule": "fewshot"}) for e in encs]
-    layers = _unsplit_layers(sub.net, groups)
-    if not layers:
-        raise HwnasError("no layer is left to split")
-    gen = torch.Generator().manual_seed(seed)
-    batches = list(data.batches("train", batch_size, True, seed=seed + 17, drop_last=True,
-                                max_batches=gm_batches))
-    distances = {i: gm.gradient_distance(sub.net, i, batches, gen) for i in layers}
-    chosen, _ = gm.choose_edge(distances, groups)
-    encs = gm.split_enc(enc, chosen.layer, chosen.groups)
-    info = {"layer": chosen.layer, "groups": [list(g) for g in chosen.groups],
-            "cut": chosen.cut, "rule": "gm"}
+        encs, info = gm.plan_split(sub.net, valid, groups, fewshot_layer=fewshot_layer)
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        batches = list(data.batches("train", batch_size, True, seed=seed + 17, drop_last=True,
+                                    max_batches=gm_batches))
+        encs, info = gm.plan_split(sub.net, valid, groups, batches, gen)
     return [_child(sub, e, info) for e in encs]
 
 

@@ -485,23 +485,16 @@ def _split_all(subs: list[_Sub], config: SearchConfig, data: ImageData, groups: 
     child per op of layer 0); children copy weights, optimizer state and controller."""
     out = []
     for sub in subs:
-        enc = (sub.net.enc & sub.net.mask).cpu().numpy()
+        valid = sub.net.mask.cpu().numpy()
         if config.split == "fewshot":
-            encs, info = gm.fewshot_split(enc, 0), {"layer": 0, "rule": "fewshot"}
+            encs, info = gm.plan_split(sub.net, valid, groups, fewshot_layer=0)
         else:
-            allowed = sub.net.allowed().cpu().numpy()
-            mask = sub.net.mask.cpu().numpy()
-            layers = [i for i in range(len(mask)) if (allowed[i] == mask[i]).all()
-                      and int(allowed[i].sum()) >= groups]
             gen = torch.Generator().manual_seed(config.seed * 1009 + epoch)
             batches = list(data.batches("train", config.batch_size, True,
                                         seed=config.seed * 7 + epoch, drop_last=True,
                                         max_batches=config.gm_batches))
-            dist = {i: gm.gradient_distance(sub.net, i, batches, gen) for i in layers}
-            chosen, _ = gm.choose_edge(dist, groups)
-            encs = gm.split_enc(enc, chosen.layer, chosen.groups)
-            info = {"epoch": epoch, "layer": chosen.layer, "rule": "gm",
-                    "groups": [list(g) for g in chosen.groups], "cut": chosen.cut}
+            encs, info = gm.plan_split(sub.net, valid, groups, batches, gen)
+            info = {"epoch": epoch, **info}
         for e in encs:
             net = copy.deepcopy(sub.net)
             net.set_enc(e)
