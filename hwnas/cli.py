@@ -459,6 +459,14 @@ def search(
                                    "matching distance."),
     weight_sharing: str = typer.Option("entangled", help="entangled (kernel/expand choices "
                                        "share weights, OFA-style) | independent (ProxylessNAS)."),
+    evaluator: str = typer.Option("table", help="Strategy search score: table (--accuracy-table) "
+                                  "| a zero-cost proxy (synflow, snip, grad_norm, grasp, fisher, "
+                                  "jacob_cov, naswot, params, macs, conv_count) | parzc:MODEL "
+                                  "(a folder from `hwnas parzc fit`). No training either way."),
+    proxy_data: str = typer.Option("digits", help="Minibatch of the data-dependent proxies: "
+                                   "digits | folder:PATH | cifar10:PATH."),
+    proxies_table: Path = typer.Option(None, help="A `hwnas proxies` file to read scores from "
+                                       "instead of computing them (same settings)."),
 ) -> None:
     """Search under a latency budget.
 
@@ -474,18 +482,24 @@ def search(
     priced by --profile or --latency-table/--device (a constraint <= --budget-ms, checked before
     any evaluation); RUN/trajectory.csv records every proposal and a rerun resumes it;
     RUN/summary.json holds the chosen arch, its accuracy, predicted latency, feasibility,
-    evaluations used, the Pareto front and the exact optimum of the tables."""
+    evaluations used, the Pareto front and the exact optimum of the tables.
+    --evaluator synflow|...|parzc:MODEL scores with a zero-cost proxy or a fitted ParZC model
+    instead of the table (nothing is trained; the table, when given, reports the regret)."""
     from hwnas.search.strategies import STRATEGIES
 
     if method is None:
-        method = "proxyless" if accuracy_table is None else "evolution"
+        method = "proxyless" if accuracy_table is None and evaluator == "table" else "evolution"
     if method != "proxyless":
         if method not in STRATEGIES:
             raise HwnasError(f"unknown search method {method!r}; available: proxyless, "
                              f"{', '.join(STRATEGIES)}")
         _strategy_search(method, space, accuracy_table, accuracy_column, latency_table, device,
-                         profile, budget_ms, evaluations, seed, out, resume)
+                         profile, budget_ms, evaluations, seed, out, resume, evaluator,
+                         proxy_data, proxies_table)
         return
+    if evaluator != "table" or proxies_table is not None:
+        raise HwnasError("--evaluator / --proxies-table: for the strategy methods (--method "
+                         f"{'|'.join(STRATEGIES)}); --method proxyless trains its supernet")
     table_opts = [n for n, v in (("--accuracy-table", accuracy_table),
                                  ("--latency-table", latency_table), ("--device", device))
                   if v is not None]
@@ -521,7 +535,8 @@ def search(
 def _strategy_search(method: str, space: str, accuracy_table: Path | None,
                      accuracy_column: str | None, latency_table: Path | None, device: str | None,
                      profile: Path | None, budget_ms: float | None, evaluations: int, seed: int,
-                     out: Path, resume: bool) -> None:
+                     out: Path, resume: bool, evaluator: str = "table", proxy_data: str = "digits",
+                     proxies_table: Path | None = None) -> None:
     """`hwnas search --method evolution|random|reinforce|tpe|nsga2` (see `search`)."""
     from hwnas.search.tabular import (
         StrategySearchConfig,
@@ -529,15 +544,12 @@ def _strategy_search(method: str, space: str, accuracy_table: Path | None,
         run_strategy_search,
     )
 
-    if accuracy_table is None:
-        raise HwnasError(f"--method {method} needs --accuracy-table FILE (the score of each "
-                         "architecture; shared-weight, trained and zero-cost evaluators are not "
-                         "offered on the command line yet)")
     config = StrategySearchConfig(method=method, accuracy_table=accuracy_table, out=out,
                                   space=space, accuracy_column=accuracy_column,
                                   latency_table=latency_table, device=device, profile=profile,
                                   budget_ms=budget_ms, evaluations=evaluations, seed=seed,
-                                  resume=resume)
+                                  resume=resume, evaluator=evaluator, proxy_data=proxy_data,
+                                  proxies_table=proxies_table)
     prepared = prepare_strategy_search(config)  # every check first: nothing shown or written
     from rich.progress import Progress
 
@@ -556,12 +568,133 @@ def _strategy_search(method: str, space: str, accuracy_table: Path | None,
            else "")
     met = "" if budget_ms is None else \
         f" vs budget {budget_ms:g} ms: {'met' if summary['met'] else '[red]NOT met[/]'}"
-    console.print(f"{escape(chosen['arch_str'])} (nb201 index {chosen['index']}): accuracy "
-                  f"{summary['accuracy']:.4g}{lat}{met}; {summary['evaluations_used']} "
-                  f"evaluations, {summary['proposals']} proposals")
-    console.print(f"exact optimum of the tables: accuracy {ref['accuracy']:.4g} (regret "
-                  f"{ref['regret']:.3g}); arch: {out / 'arch.json'}, summary: "
-                  f"{out / 'summary.json'}")
+    score = f"accuracy {summary['accuracy']:.4g}" if evaluator == "table" else \
+        f"{summary['evaluator']} {summary['score']:.4g}" + (
+            f" (table accuracy {summary['accuracy']:.4g})" if summary["accuracy"] is not None
+            else "")
+    console.print(f"{escape(chosen['arch_str'])} (nb201 index {chosen['index']}): {score}"
+                  f"{lat}{met}; {summary['evaluations_used']} evaluations, "
+                  f"{summary['proposals']} proposals")
+    if ref is not None:
+        console.print(f"exact optimum of the tables: accuracy {ref['accuracy']:.4g} (regret "
+                      f"{ref['regret']:.3g})")
+    console.print(f"arch: {out / 'arch.json'}, summary: {out / 'summary.json'}")
+
+
+@app.command()
+def proxies(
+    out: Path = typer.Option(..., help="The proxies file to write (parquet; resumable)."),
+    proxies_: str = typer.Option("synflow", "--proxies", help="Comma-separated: grad_norm, snip, "
+                                 "grasp, fisher, jacob_cov, synflow, naswot, params, macs, "
+                                 "conv_count."),
+    space: str = typer.Option("nb201", help="Search space."),
+    archs: int = typer.Option(None, help="Score this many architectures (a seeded draw)."),
+    all_: bool = typer.Option(False, "--all", help="Score every NAS-Bench-201 cell (15,625)."),
+    data: str = typer.Option("digits", help="Minibatch of the data-dependent proxies: digits | "
+                             "digits-shift | folder:PATH | cifar10:PATH."),
+    batch_size: int = typer.Option(64, help="Images in the minibatch."),
+    resolution: int = typer.Option(None, help="Input resolution (default: the space's)."),
+    classes: int = typer.Option(None, help="Classes of the head (default: the space's)."),
+    seed: int = typer.Option(0, help="Seed of the draw and of each network's initialisation."),
+    data_seed: int = typer.Option(42, help="Seed of the minibatch (the official 42)."),
+    threads: int = typer.Option(None, help="torch threads (default: torch's)."),
+    resume: bool = typer.Option(True, help="Continue an interrupted run on --out."),
+) -> None:
+    """Zero-cost proxy scores of architectures, without training: per architecture and per
+    conv/linear layer (the node-wise vectors ParZC learns from), in one parquet file. Data-free:
+    synflow, params, macs, conv_count; the others take one minibatch of --data."""
+    from hwnas.search.proxy_table import ProxiesConfig, run_proxies
+
+    if threads is not None and threads < 1:
+        raise HwnasError(f"--threads must be at least 1, got {threads}")
+    config = ProxiesConfig(out=out, proxies=tuple(proxies_.split(",")), space=space,
+                           archs=archs, all=all_, data=data, batch_size=batch_size,
+                           data_seed=data_seed, seed=seed, resolution=resolution,
+                           num_classes=classes, resume=resume, threads=threads)
+    if any(p in ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "naswot")
+           for p in config.proxies):
+        from hwnas.data import check_spec
+
+        check_spec(data)
+    from rich.progress import Progress
+
+    with Progress(console=console) as bar:
+        task = bar.add_task("proxies", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = run_proxies(config, progress)
+    console.print(f"{summary['rows']} architectures ({summary['scored']} scored now, "
+                  f"{summary['resumed']} from before) x {', '.join(summary['proxies'])}: {out}")
+
+
+parzc_app = typer.Typer(help="ParZC: learn to rank architectures from node-wise proxy scores.",
+                        no_args_is_help=True)
+app.add_typer(parzc_app, name="parzc")
+
+
+@parzc_app.command("fit")
+def parzc_fit(
+    proxies_table: Path = typer.Option(..., help="A `hwnas proxies` file with the layer-wise "
+                                       "scores of --features."),
+    accuracy_table: Path = typer.Option(..., help="CSV/parquet: NB201 index or arch string -> "
+                                        "accuracy (the labels)."),
+    out: Path = typer.Option(..., help="Folder for the model (parzc.safetensors + parzc.json)."),
+    accuracy_column: str = typer.Option(None, help="Accuracy column of --accuracy-table."),
+    features: str = typer.Option("grad_norm,snip,synflow", help="Proxies whose node-wise "
+                                 "vectors are the input (the official NB201 set)."),
+    train: int = typer.Option(None, help="Train on this many rows of the table (a seeded draw; "
+                              "the rest are held out and reported). Default: all rows."),
+    epochs: int = typer.Option(200, help="Training epochs."),
+    loss: str = typer.Option("diffkendall", help="diffkendall | pairwise | mse, or a sum like "
+                             "pairwise+diffkendall."),
+    seed: int = typer.Option(0, help="Seed."),
+) -> None:
+    """Fit ParZC (MABN with Bayesian layers, DiffKendall loss) on architectures with known
+    accuracy; prints Kendall tau and Spearman rho on the held-out rows."""
+    from hwnas.search.proxy_table import ParZCFitConfig, fit_parzc
+
+    feats = tuple(f.strip() for f in features.split(",") if f.strip())
+    cfg = ParZCFitConfig(proxies_table=proxies_table, accuracy_table=accuracy_table, out=out,
+                         accuracy_column=accuracy_column, features=feats, train=train, seed=seed,
+                         options={"epochs": epochs, "loss": loss})
+    with console.status("fitting ParZC"):
+        r = fit_parzc(cfg)
+    held = (f"; held-out {r['held_out_rows']} rows: Kendall tau {r['held_out_kendall_tau']:.3f}, "
+            f"Spearman rho {r['held_out_spearman_rho']:.3f}") if "held_out_kendall_tau" in r \
+        else ""
+    console.print(f"ParZC fitted on {r['train_rows']} rows ({', '.join(r['proxies'])} x "
+                  f"{r['length']} layers){held}: {out}")
+
+
+@parzc_app.command("predict")
+def parzc_predict(
+    model: Path = typer.Argument(..., help="A folder from `hwnas parzc fit`."),
+    proxies_table: Path = typer.Option(..., help="A `hwnas proxies` file (same settings)."),
+    accuracy_table: Path = typer.Option(None, help="With it: Kendall tau / Spearman rho on the "
+                                        "rows the model did not train on."),
+    accuracy_column: str = typer.Option(None, help="Accuracy column of --accuracy-table."),
+    out: Path = typer.Option(None, help="Write the predictions (CSV: index, arch_str, parzc, "
+                             "parzc_std[, accuracy])."),
+) -> None:
+    """ParZC's score (mean over weight samples) and its spread for each row of a proxies file."""
+    from hwnas.search.proxy_table import predict_parzc
+
+    df, report = predict_parzc(model, proxies_table, accuracy_table, accuracy_column)
+    if out is not None:
+        from hwnas._io import write_text
+
+        write_text(out, df.to_csv(index=False))
+    top = df.sort_values("parzc", ascending=False).head(5)
+    for row in top.itertuples():
+        console.print(f"{row.index:6d}  {escape(str(row.arch_str))}  {row.parzc:.4f} "
+                      f"+- {row.parzc_std:.4f}")
+    if "kendall_tau" in report:
+        console.print(f"on {report['evaluated_rows']} rows not trained on: Kendall tau "
+                      f"{report['kendall_tau']:.3f}, Spearman rho {report['spearman_rho']:.3f}")
+    if out is not None:
+        console.print(f"written: {out}")
 
 
 @app.command("supernet-rank")

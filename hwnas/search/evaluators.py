@@ -8,8 +8,14 @@ one evaluation of the budget (`hwnas.search.strategy.run_strategy`).
   CIFAR-10 test accuracy of every NAS-Bench-201 cell): exact and free, for benchmarking strategies
   against the true optimum.
 
-Later evaluators plug in here: accuracy with shared weights (the supernet), after training from
-scratch (`hwnas.search.run.train_arch`), and zero-cost proxies.
+- `ProxyEvaluator`: a zero-cost proxy of the untrained network (`hwnas.search.zero_cost`: synflow,
+  snip, NASWOT, ...), computed when asked, or read from a proxies file made with the same
+  settings (`hwnas proxies`);
+- `ParZCEvaluator`: a fitted ParZC model (`hwnas.search.parzc`) scoring the node-wise proxy
+  features it was trained on, computed the same way (the settings saved with the model).
+
+Later evaluators plug in here: accuracy with shared weights (the supernet) and after training
+from scratch (`hwnas.search.run.train_arch`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import abc
 
 import numpy as np
 
+from hwnas.errors import HwnasError
 from hwnas.search.tables import ArchTable
 
 
@@ -50,3 +57,122 @@ class TableEvaluator(Evaluator):
 
     def evaluate_many(self, idx: np.ndarray) -> np.ndarray:
         return self.table.lookup(idx)
+
+
+class _ProxyFeatures:
+    """Proxy scores of architectures of a space, computed once each (and looked up in a proxies
+    file with the same settings when one is given)."""
+
+    def __init__(self, space: object, proxies: tuple[str, ...], settings: dict,
+                 table: object | None = None) -> None:
+        from hwnas.search.zero_cost import DATA_DEPENDENT, check_proxies
+
+        self.space = space
+        self.proxies = check_proxies(proxies)
+        self.settings = settings
+        self.cache: dict[tuple[int, ...], dict] = {}
+        self._batch = None
+        self._needs_data = any(p in DATA_DEPENDENT for p in self.proxies)
+        if table is not None:
+            for row in table.to_dict("records"):
+                arch = space.from_index(int(row["index"]))
+                self.cache[tuple(space.indices(arch))] = row
+
+    def batch(self) -> tuple[object, object]:
+        if self._batch is None:
+            from hwnas.search.zero_cost import proxy_batch
+
+            s = self.settings
+            x, y, _ = proxy_batch(s["data"], self.space.resolution, s["batch_size"],
+                                  s["data_seed"])
+            self._batch = (x, y)
+        return self._batch
+
+    def row(self, idx: np.ndarray) -> dict:
+        key = tuple(int(v) for v in np.asarray(idx).ravel())
+        if key not in self.cache:
+            from hwnas.search.zero_cost import LAYERWISE, compute_proxies, proxy_network
+
+            arch = self.space.from_indices(list(key))
+            net = proxy_network(self.space, arch, self.settings.get("seed", 0))
+            x, y = self.batch() if self._needs_data else (None, None)
+            scores = compute_proxies(net, self.proxies, self.space.input_shape(), x, y)
+            row = {n: s.score for n, s in scores.items()}
+            for n, s in scores.items():
+                if n in LAYERWISE and s.layer_means is not None:
+                    row[f"{n}_layer_mean"] = s.layer_means
+                    row[f"{n}_layer_sum"] = s.layer_sums
+            self.cache[key] = row
+        return self.cache[key]
+
+
+def _check_table_settings(settings: dict, table_settings: dict, what: str) -> None:
+    keys = ("space", "resolution", "num_classes", "data", "batch_size", "data_seed", "seed")
+    diff = [k for k in keys if table_settings.get(k) is not None and settings.get(k) is not None
+            and table_settings.get(k) != settings.get(k)]
+    if diff:
+        raise HwnasError(f"{what} was computed with other settings ("
+                         + ", ".join(f"{k}: {table_settings.get(k)!r} vs {settings.get(k)!r}"
+                                     for k in diff) + ")")
+
+
+class ProxyEvaluator(Evaluator):
+    """A zero-cost proxy as the score (higher is better; NaN counts as -inf)."""
+
+    def __init__(self, space: object, proxy: str, data: str = "digits", batch_size: int = 64,
+                 data_seed: int = 42, seed: int = 0, table: object | None = None,
+                 table_settings: dict | None = None) -> None:
+        settings = {"space": space.name, "resolution": space.resolution,
+                    "num_classes": space.num_classes, "data": data, "batch_size": batch_size,
+                    "data_seed": data_seed, "seed": seed}
+        if table is not None:
+            _check_table_settings(settings, table_settings or {}, "the proxies table")
+            if proxy not in table.columns:
+                raise HwnasError(f"the proxies table has no {proxy!r} column")
+        self.proxy = proxy
+        self.features = _ProxyFeatures(space, (proxy,), settings, table)
+        self.name = f"proxy:{proxy}"
+
+    def evaluate(self, idx: np.ndarray) -> float:
+        v = float(self.features.row(idx)[self.proxy])
+        return v if v == v else -np.inf
+
+
+class ParZCEvaluator(Evaluator):
+    """A fitted ParZC model (its folder: `hwnas parzc fit`) scoring each candidate's node-wise
+    proxy features, computed with the settings saved in the model (`meta_`)."""
+
+    def __init__(self, space: object, model_dir: str | object, table: object | None = None,
+                 table_settings: dict | None = None, samples: int = 16) -> None:
+        from pathlib import Path
+
+        from hwnas.search.parzc import ParZC
+
+        self.model = ParZC.load(Path(model_dir))
+        meta = self.model.meta_ or {}
+        settings = meta.get("settings") or {}
+        proxies, length = meta.get("proxies"), meta.get("length")
+        if not isinstance(proxies, list) or not isinstance(length, int):
+            raise HwnasError(f"{model_dir}: the model does not say which proxies and length it "
+                             "was trained on (fit it with `hwnas parzc fit`)")
+        mine = {"space": space.name, "resolution": space.resolution,
+                "num_classes": space.num_classes}
+        _check_table_settings(mine, settings, f"the ParZC model {model_dir}")
+        if table is not None:
+            _check_table_settings(settings, table_settings or {}, "the proxies table")
+        self.proxies, self.length, self.samples = tuple(proxies), length, samples
+        self.features = _ProxyFeatures(space, self.proxies, settings, table)
+        self.name = f"parzc:{Path(model_dir).name}"
+
+    def features_of(self, idx: np.ndarray) -> np.ndarray:
+        from hwnas.search.parzc import nodewise_features
+
+        rows = [self.features.row(r) for r in np.atleast_2d(idx)]
+        return nodewise_features([[np.asarray(r[f"{p}_layer_mean"], dtype=float)
+                                   for p in self.proxies] for r in rows], self.length)
+
+    def evaluate(self, idx: np.ndarray) -> float:
+        return float(self.model.predict(self.features_of(idx))[0])
+
+    def evaluate_many(self, idx: np.ndarray) -> np.ndarray:
+        return self.model.predict(self.features_of(idx))

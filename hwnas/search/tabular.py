@@ -3,7 +3,12 @@
 What `hwnas search --method evolution|random|reinforce|tpe|nsga2 ...` runs:
 
 1. the space (`nb201` by default; with `--profile`, the profile's space and settings);
-2. the evaluator: accuracy from `accuracy_table` (`hwnas.search.tables`, column `accuracy_column`);
+2. the evaluator (`evaluator`): `table`, accuracy from `accuracy_table` (`hwnas.search.tables`,
+   column `accuracy_column`); a zero-cost proxy by name (`synflow`, `snip`, `naswot`, ...:
+   `hwnas.search.evaluators.ProxyEvaluator`, on one minibatch of `proxy_data` where the proxy
+   needs data, or read from `proxies_table`, a `hwnas proxies` file); or `parzc:MODEL`, a fitted
+   ParZC model (`ParZCEvaluator`). With a proxy or ParZC, nothing is trained: the accuracy table
+   is optional and, when given, only reports the chosen arch's accuracy and the regret;
 3. the latency predictor: one device column of `latency_table` (HW-NAS-Bench / HELP layout), or
    the profile's best predictor (`hwnas.latency.prediction.best_predictor`: the learned correction
    saved by `hwnas validate`, else the lookup-table sum);
@@ -33,15 +38,21 @@ import numpy as np
 from hwnas._io import write_json
 from hwnas.errors import HwnasError
 from hwnas.search.constraints import LatencyConstraint
-from hwnas.search.evaluators import TableEvaluator
+from hwnas.search.evaluators import Evaluator, TableEvaluator
 from hwnas.search.strategies import STRATEGIES, make_strategy
 from hwnas.search.strategy import SearchResult, Trial, check_same_settings, run_strategy
-from hwnas.search.tables import TableLatencyPredictor, load_accuracy_table, load_latency_table
+from hwnas.search.tables import (
+    ArchTable,
+    TableLatencyPredictor,
+    load_accuracy_table,
+    load_latency_table,
+)
 from hwnas.space import Arch, SearchSpace, get_space
 from hwnas.space.nb201 import NB201Space, all_indices
 
 RESUME_KEYS = ("method", "space", "accuracy_table", "accuracy_column", "latency_table", "device",
-               "profile", "budget_ms", "seed", "options", "strategy", "dedupe")
+               "profile", "budget_ms", "seed", "options", "strategy", "dedupe", "evaluator",
+               "proxy_data", "proxies_table")
 
 
 @dataclass
@@ -49,7 +60,7 @@ class StrategySearchConfig:
     """Settings of one strategy search (see the module docstring)."""
 
     method: str
-    accuracy_table: Path
+    accuracy_table: Path | None = None
     out: Path = Path("runs/search")
     space: str = "nb201"
     accuracy_column: str | None = None
@@ -63,10 +74,31 @@ class StrategySearchConfig:
     options: dict = field(default_factory=dict)  # strategy options (population_size, ...)
     max_asks: int | None = None
     dedupe: bool = True
+    evaluator: str = "table"  # table | <proxy> | parzc:MODEL
+    proxy_data: str = "digits"
+    proxies_table: Path | None = None
 
     def __post_init__(self) -> None:
+        from hwnas.search.zero_cost import PROXIES
+
         self.out = Path(self.out)
-        self.accuracy_table = Path(self.accuracy_table)
+        if self.accuracy_table is not None:
+            self.accuracy_table = Path(self.accuracy_table)
+        if self.proxies_table is not None:
+            self.proxies_table = Path(self.proxies_table)
+        ev = str(self.evaluator)
+        if ev == "table":
+            if self.accuracy_table is None:
+                raise HwnasError(f"--method {self.method} needs --accuracy-table FILE (the "
+                                 "table evaluator), or a zero-cost evaluator: --evaluator "
+                                 "synflow|snip|...|parzc:MODEL")
+        elif ev.startswith("parzc:"):
+            if not ev[len("parzc:"):]:
+                raise HwnasError("--evaluator parzc:MODEL names the folder of a fitted ParZC "
+                                 "model (`hwnas parzc fit`)")
+        elif ev not in PROXIES:
+            raise HwnasError(f"unknown evaluator {ev!r}; use table, parzc:MODEL or a proxy: "
+                             f"{', '.join(PROXIES)}")
         if self.latency_table is not None:
             self.latency_table = Path(self.latency_table)
         if self.profile is not None:
@@ -97,7 +129,7 @@ class StrategySearchConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for k in ("out", "accuracy_table", "latency_table", "profile"):
+        for k in ("out", "accuracy_table", "latency_table", "profile", "proxies_table"):
             if d[k] is not None:
                 d[k] = str(Path(d[k]).resolve()) if k != "out" else str(d[k])
         return d
@@ -106,10 +138,11 @@ class StrategySearchConfig:
 @dataclass
 class _Setup:
     space: SearchSpace
-    evaluator: TableEvaluator
+    evaluator: Evaluator
     predictor: object | None
     constraint: LatencyConstraint | None
     tables: dict
+    accuracy: ArchTable | None = None  # the reference accuracy (the table), when given
 
 
 def _setup(config: StrategySearchConfig) -> _Setup:
@@ -128,8 +161,12 @@ def _setup(config: StrategySearchConfig) -> _Setup:
         raise HwnasError(f"strategy search reads accuracy from a table, which hwnas supports for "
                          f"the nb201 space; space {space.name!r} has none (use --method "
                          f"proxyless with --profile for the supernet search)")
-    acc = load_accuracy_table(config.accuracy_table, space, config.accuracy_column)
-    tables = {"accuracy": acc.describe()}
+    acc = None
+    tables: dict = {}
+    if config.accuracy_table is not None:
+        acc = load_accuracy_table(config.accuracy_table, space, config.accuracy_column)
+        tables["accuracy"] = acc.describe()
+    evaluator = _evaluator(config, space, acc)
     predictor = None
     if config.latency_table is not None:
         lat = load_latency_table(config.latency_table, space, config.device)
@@ -143,7 +180,25 @@ def _setup(config: StrategySearchConfig) -> _Setup:
     if predictor is not None:
         constraint = LatencyConstraint(predictor, config.budget_ms, space=space) \
             if config.budget_ms is not None else _LatencyMetric(predictor, space)
-    return _Setup(space, TableEvaluator(acc), predictor, constraint, tables)
+    return _Setup(space, evaluator, predictor, constraint, tables, acc)
+
+
+def _evaluator(config: StrategySearchConfig, space: SearchSpace, acc: ArchTable | None
+               ) -> Evaluator:
+    """The evaluator `config.evaluator` names (module docstring, step 2)."""
+    from hwnas.search.evaluators import ParZCEvaluator, ProxyEvaluator
+
+    if config.evaluator == "table":
+        return TableEvaluator(acc)
+    table = settings = None
+    if config.proxies_table is not None:
+        from hwnas.search.proxy_table import read_proxies
+
+        table, settings = read_proxies(config.proxies_table)
+    if config.evaluator.startswith("parzc:"):
+        return ParZCEvaluator(space, Path(config.evaluator[len("parzc:"):]), table, settings)
+    return ProxyEvaluator(space, config.evaluator, data=config.proxy_data, table=table,
+                          table_settings=settings)
 
 
 class _LatencyMetric(LatencyConstraint):
@@ -173,11 +228,17 @@ def _check_resume(config: StrategySearchConfig, settings: dict) -> bool:
     return True
 
 
-def _trial_dict(space: NB201Space, t: Trial, predictor: object | None) -> dict:
+def _accuracy(acc: ArchTable | None, indices: tuple[int, ...]) -> float | None:
+    return None if acc is None else float(acc.lookup(np.asarray(indices)[None, :])[0])
+
+
+def _trial_dict(space: NB201Space, t: Trial, acc: ArchTable | None) -> dict:
+    """A trial as the summary lists it: `score` (the evaluator's), `accuracy` (the table's, when
+    one was given: the same number with the table evaluator)."""
     arch = space.from_indices(list(t.indices))
     d = {"index": space.index(arch), "arch_str": space.arch_str(arch),
-         "choices": list(arch.choices), "accuracy": t.score, "trial": t.number,
-         "evaluation": t.evaluation}
+         "choices": list(arch.choices), "score": t.score,
+         "accuracy": _accuracy(acc, t.indices), "trial": t.number, "evaluation": t.evaluation}
     if t.latency_ms is not None:
         d["predicted_ms"] = t.latency_ms
     return d
@@ -255,7 +316,7 @@ def _summary(config: StrategySearchConfig, setup: _Setup, strategy_settings: dic
     chosen = None
     if best is not None:
         arch = space.from_indices(list(best.indices))
-        chosen = _trial_dict(space, best, setup.predictor)
+        chosen = _trial_dict(space, best, setup.accuracy)
         chosen["feasible"] = bool(best.feasible)
         interval = None
         if setup.predictor is not None:
@@ -263,7 +324,8 @@ def _summary(config: StrategySearchConfig, setup: _Setup, strategy_settings: dic
             if bounds is not None:
                 interval = [float(bounds[0][0]), float(bounds[1][0])]
         chosen["interval_ms"] = interval
-        meta = {"method": config.method, "seed": config.seed, "accuracy": best.score,
+        meta = {"method": config.method, "seed": config.seed, "evaluator": setup.evaluator.name,
+                "score": best.score, "accuracy": chosen["accuracy"],
                 "nb201_index": chosen["index"], "arch_str": chosen["arch_str"]}
         if best.latency_ms is not None:
             meta["predicted_ms"] = best.latency_ms
@@ -272,23 +334,29 @@ def _summary(config: StrategySearchConfig, setup: _Setup, strategy_settings: dic
     if best is None:
         message = (f"no feasible architecture was evaluated in {result.asks} proposals "
                    f"(stopped by {result.stopped})")
-    elif config.budget_ms is not None:
-        message = (f"best feasible: accuracy {best.score:.4g}, {best.latency_ms:.4g} ms <= "
-                   f"budget {config.budget_ms:g} ms, after {result.evaluations} evaluations")
     else:
-        message = f"best: accuracy {best.score:.4g} after {result.evaluations} evaluations"
-    # the exact (constrained) optimum: every arch of the tables, priced by the same predictor
-    acc_all = setup.evaluator.table.lookup(all_idx)
-    ok = np.ones(len(all_idx), bool) if all_ms is None or config.budget_ms is None \
-        else all_ms <= config.budget_ms
-    k = int(np.flatnonzero(ok)[np.argmax(acc_all[ok])])
-    opt = space.from_indices(all_idx[k])
-    reference = {"index": k, "arch_str": space.arch_str(opt), "accuracy": float(acc_all[k]),
-                 "predicted_ms": float(all_ms[k]) if all_ms is not None else None,
-                 "feasible_archs": int(ok.sum()),
-                 "regret": float(acc_all[k] - best.score) if best is not None else None,
-                 "note": "the exact optimum under the same constraint, by enumerating every "
-                         "arch of the tables (possible only because a table covers them all)"}
+        what = "accuracy" if config.evaluator == "table" else f"{setup.evaluator.name} score"
+        tail = "" if config.evaluator == "table" or chosen["accuracy"] is None \
+            else f" (table accuracy {chosen['accuracy']:.4g})"
+        within = f", {best.latency_ms:.4g} ms <= budget {config.budget_ms:g} ms" \
+            if config.budget_ms is not None else ""
+        message = (f"best{' feasible' if config.budget_ms is not None else ''}: {what} "
+                   f"{best.score:.4g}{tail}{within}, after {result.evaluations} evaluations")
+    reference = None
+    if setup.accuracy is not None:
+        # the exact (constrained) optimum: every arch of the tables, priced by the same predictor
+        acc_all = setup.accuracy.lookup(all_idx)
+        ok = np.ones(len(all_idx), bool) if all_ms is None or config.budget_ms is None \
+            else all_ms <= config.budget_ms
+        k = int(np.flatnonzero(ok)[np.argmax(acc_all[ok])])
+        opt = space.from_indices(all_idx[k])
+        reference = {"index": k, "arch_str": space.arch_str(opt), "accuracy": float(acc_all[k]),
+                     "predicted_ms": float(all_ms[k]) if all_ms is not None else None,
+                     "feasible_archs": int(ok.sum()),
+                     "regret": float(acc_all[k] - chosen["accuracy"]) if best is not None
+                     else None,
+                     "note": "the exact optimum under the same constraint, by enumerating every "
+                             "arch of the tables (possible only because a table covers them all)"}
     return {
         "method": config.method,
         "space": space.name,
@@ -297,7 +365,8 @@ def _summary(config: StrategySearchConfig, setup: _Setup, strategy_settings: dic
         "met": bool(best is not None and best.feasible),
         "message": message,
         "chosen": chosen,
-        "accuracy": best.score if best is not None else None,
+        "score": best.score if best is not None else None,
+        "accuracy": chosen["accuracy"] if chosen is not None else None,
         "predicted_ms": best.latency_ms if best is not None else None,
         "feasible": bool(best is not None and best.feasible),
         "evaluations_requested": config.evaluations,
@@ -307,7 +376,7 @@ def _summary(config: StrategySearchConfig, setup: _Setup, strategy_settings: dic
         "duplicate_proposals": sum(t.status == "duplicate" for t in result.trials),
         "stopped_by": result.stopped,
         "resumed_trials": result.resumed_trials,
-        "pareto": [_trial_dict(space, t, setup.predictor) for t in result.pareto],
+        "pareto": [_trial_dict(space, t, setup.accuracy) for t in result.pareto],
         "evaluator": setup.evaluator.name,
         "latency_predictor": getattr(setup.predictor, "name", None),
         "constraint": setup.constraint.describe() if setup.constraint is not None else None,

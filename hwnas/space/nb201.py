@@ -266,13 +266,22 @@ class NB201Space(SearchSpace):
             edges.append((i, j, nn.Identity() if op is None else op.module()))
         return Cell(edges)
 
-    def build(self, arch: Arch) -> nn.Module:
+    def build(self, arch: Arch, dead_edges: bool = False) -> nn.Module:
         """The network from `OpSpec.module()` blocks (stem, cells of live edge ops, reduction
         blocks, head): the official TinyNetwork's function and layers, without its dead edges
         (see the module docstring); eval mode.
 
+        `dead_edges=True` keeps the dead edges' modules, as the official TinyNetwork does (same
+        function: their outputs are never read, so they never run): the layer list zero-cost
+        proxies walk (`hwnas.search.zero_cost`), where a dead conv is a layer with score 0 and
+        every arch lists its layers in the same cell positions.
+
         `blocks` holds stem, 5 cells, reduction, 5 cells, reduction, 5 cells, head (19 blocks)."""
-        choices = self.live_choices(arch)
+        if dead_edges:
+            self.validate(arch)
+            choices = arch.choices
+        else:
+            choices = self.live_choices(arch)
         blocks: list[nn.Module] = [op.module() for op in self.stem_ops()]
         reductions = self.reduction_ops()
         for stage in range(len(self.stage_widths())):
