@@ -305,7 +305,8 @@ class ParZCFitConfig:
     out: Path
     accuracy_column: str | None = None
     features: tuple[str, ...] = ("grad_norm", "snip", "synflow")
-    train: int | None = None  # rows drawn (seed) from the table; None: all rows
+    train: int | None = None  # rows drawn (seed) from the table; None: all rows (or `rows`)
+    rows: list[int] | None = None  # or: train on exactly these architecture indices
     length: int | None = None
     seed: int = 0
     options: dict = field(default_factory=dict)  # ParZC hyper-parameters (epochs, loss, ...)
@@ -328,9 +329,7 @@ def fit_parzc(config: ParZCFitConfig) -> dict:
     way); report Kendall tau / Spearman rho on the rows it did not see."""
     from scipy import stats
 
-    from hwnas.search.parzc import ParZC
-
-    from hwnas.search.parzc import NB201_LENGTH
+    from hwnas.search.parzc import NB201_LENGTH, ParZC
 
     df, settings = read_proxies(config.proxies_table)
     feats = tuple(config.features)
@@ -341,7 +340,15 @@ def fit_parzc(config: ParZCFitConfig) -> dict:
     y = _accuracy_of(df, settings, Path(config.accuracy_table), config.accuracy_column)
     rng = np.random.default_rng(config.seed)
     n = len(df)
-    if config.train is None:
+    if config.rows is not None:
+        if config.train is not None:
+            raise HwnasError("give the training rows as a count or as indices, not both")
+        pos = {int(k): i for i, k in enumerate(df["index"].to_numpy())}
+        missing = [k for k in config.rows if int(k) not in pos]
+        if missing:
+            raise HwnasError(f"{config.proxies_table}: no row for index {missing[:5]}")
+        train = np.sort(np.array([pos[int(k)] for k in dict.fromkeys(config.rows)]))
+    elif config.train is None:
         train = np.arange(n)
     else:
         if isinstance(config.train, bool) or not isinstance(config.train, int) \

@@ -224,7 +224,8 @@ class Cell(nn.Module):
     `edges` lists (i, j, module) for every edge whose op is not `none` (a `none` edge adds
     zeros: it is left out). A node without such an input edge is zero (`x * 0`, as the
     official `Zero` op gives); ops reading it still run, exactly as in the official network.
-    A node that no edge reads (and that is not the output) is not computed.
+    A node whose value cannot reach the output (no path of edges to it) is not computed, nor
+    are the edges into it.
     """
 
     def __init__(self, edges: list[tuple[int, int, nn.Module]], nodes: int = 4) -> None:
@@ -235,7 +236,10 @@ class Cell(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values = [x]
-        read = {i for i, _ in self.wiring} | {self.nodes - 1}
+        read = {self.nodes - 1}  # the nodes with a path to the output
+        for j in range(self.nodes - 1, 0, -1):
+            if j in read:
+                read |= {i for i, jj in self.wiring if jj == j}
         for j in range(1, self.nodes):
             if j not in read:
                 values.append(x)  # a placeholder nothing reads
