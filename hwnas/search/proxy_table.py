@@ -247,6 +247,13 @@ def run_proxies(config: ProxiesConfig, progress: Callable[[int, int], None] | No
         old_threads = torch.get_num_threads()
         if config.threads:
             torch.set_num_threads(int(config.threads))
+        if partial.exists() and partial.stat().st_size:
+            with open(partial, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            if torn:  # end the torn line, so that the next row starts on its own
+                with open(partial, "a") as f:
+                    f.write("\n")
         try:
             with open(partial, "a") as f:
                 for n, (k, arch) in enumerate(todo):
@@ -392,7 +399,8 @@ def predict_parzc(model_dir: Path, proxies_table: Path, accuracy_table: Path | N
                          "trained on (" + ", ".join(f"{k}: {settings.get(k)!r} vs "
                                                      f"{theirs.get(k)!r}" for k in diff) + ")")
     X, _ = parzc_features(df, tuple(meta.get("proxies") or ()), meta.get("length"), proxies_table)
-    mean, std = model.predict_dist(X, samples=samples)
+    mean = model.predict(X)  # what the search's ParZCEvaluator scores with
+    std = model.predict_dist(X, samples=samples)[1]
     out = pd.DataFrame({"index": df["index"], "arch_str": df["arch_str"], "parzc": mean,
                         "parzc_std": std})
     report: dict = {"rows": len(out)}
