@@ -462,7 +462,8 @@ def search(
     evaluator: str = typer.Option("table", help="Strategy search score: table (--accuracy-table) "
                                   "| a zero-cost proxy (synflow, snip, grad_norm, grasp, fisher, "
                                   "jacob_cov, naswot, params, macs, conv_count) | parzc:MODEL "
-                                  "(a folder from `hwnas parzc fit`). No training either way."),
+                                  "(a folder from `hwnas parzc fit`) | parzc-free[:PROXY[:sin|"
+                                  "quadratic]] (training-free ParZC). No training either way."),
     proxy_data: str = typer.Option("digits", help="Minibatch of the data-dependent proxies: "
                                    "digits | folder:PATH | cifar10:PATH."),
     proxies_table: Path = typer.Option(None, help="A `hwnas proxies` file to read scores from "

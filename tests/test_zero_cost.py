@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.search.evaluators import ParZCEvaluator, ProxyEvaluator
+from hwnas.search.evaluators import ParZCEvaluator, ParZCFreeEvaluator, ProxyEvaluator
 from hwnas.search.proxy_table import (
     ParZCFitConfig,
     ProxiesConfig,
@@ -506,6 +506,25 @@ def test_proxy_evaluator_matches_the_table(proxies_run):
         ProxyEvaluator(SP8, "synflow", batch_size=16, seed=1, table=df, table_settings=settings)
     with pytest.raises(HwnasError, match="no 'naswot' column"):
         ProxyEvaluator(SP8, "naswot", batch_size=16, table=df, table_settings=settings)
+
+
+def test_training_free_parzc_evaluator_weights_layer_sums_by_depth(proxies_run):
+    out, _, _, _ = proxies_run
+    df, settings = read_proxies(out)
+    row = df.iloc[0]
+    idx = np.asarray(SP8.indices(SP8.from_index(int(row["index"]))))
+    sums = np.asarray(row["synflow_layer_sum"], dtype=float)
+    i = np.arange(len(sums))
+    for weighting, w in (("sin", (np.sin(0.1 * i) + 1) / 2),
+                         ("quadratic", ((len(sums) - i) / len(sums)) ** 2)):
+        ev = ParZCFreeEvaluator(SP8, "synflow", weighting, batch_size=16, table=df,
+                                table_settings=settings)
+        assert ev.name == f"parzc-free:synflow:{weighting}"
+        assert ev.evaluate(idx) == pytest.approx(float((w * sums).sum()), rel=1e-12)
+    with pytest.raises(HwnasError, match="per-layer proxy"):
+        ParZCFreeEvaluator(SP8, "naswot")
+    with pytest.raises(HwnasError, match="weighting"):
+        ParZCFreeEvaluator(SP8, "synflow", "cubic")
 
 
 def test_parzc_evaluator_predicts_as_predict_parzc(proxies_run, accuracy_csv, tmp_path):

@@ -11,6 +11,7 @@ one evaluation of the budget (`hwnas.search.strategy.run_strategy`).
 - `ProxyEvaluator`: a zero-cost proxy of the untrained network (`hwnas.search.zero_cost`: synflow,
   snip, NASWOT, ...), computed when asked, or read from a proxies file made with the same
   settings (`hwnas proxies`);
+- `ParZCFreeEvaluator`: the training-free ParZC (a fixed depth weighting of per-layer scores);
 - `ParZCEvaluator`: a fitted ParZC model (`hwnas.search.parzc`) scoring the node-wise proxy
   features it was trained on, computed the same way (the settings saved with the model).
 
@@ -136,6 +137,40 @@ class ProxyEvaluator(Evaluator):
     def evaluate(self, idx: np.ndarray) -> float:
         v = float(self.features.row(idx)[self.proxy])
         return v if v == v else -np.inf
+
+
+class ParZCFreeEvaluator(Evaluator):
+    """The training-free ParZC (ParZC-dagger, `hwnas.search.parzc.training_free_score`): a
+    proxy's per-layer sums weighted by a fixed function of depth (`sin`: (sin(0.1 i) + 1) / 2;
+    `quadratic`: ((L - i) / L)^2), then summed. Named `parzc-free[:PROXY[:WEIGHTING]]`
+    (default synflow, sin)."""
+
+    def __init__(self, space: object, proxy: str = "synflow", weighting: str = "sin",
+                 data: str = "digits", batch_size: int = 64, data_seed: int = 42, seed: int = 0,
+                 table: object | None = None, table_settings: dict | None = None) -> None:
+        from hwnas.search.parzc import WEIGHTINGS
+        from hwnas.search.zero_cost import LAYERWISE
+
+        if proxy not in LAYERWISE:
+            raise HwnasError(f"parzc-free weights a per-layer proxy ({', '.join(LAYERWISE)}), "
+                             f"not {proxy!r}")
+        if weighting not in WEIGHTINGS:
+            raise HwnasError(f"unknown depth weighting {weighting!r}; use "
+                             f"{', '.join(WEIGHTINGS)}")
+        settings = {"space": space.name, "resolution": space.resolution,
+                    "num_classes": space.num_classes, "data": data, "batch_size": batch_size,
+                    "data_seed": data_seed, "seed": seed}
+        if table is not None:
+            _check_table_settings(settings, table_settings or {}, "the proxies table")
+        self.proxy, self.weighting = proxy, weighting
+        self.features = _ProxyFeatures(space, (proxy,), settings, table)
+        self.name = f"parzc-free:{proxy}:{weighting}"
+
+    def evaluate(self, idx: np.ndarray) -> float:
+        from hwnas.search.parzc import training_free_score
+
+        sums = np.asarray(self.features.row(idx)[f"{self.proxy}_layer_sum"], dtype=float)
+        return float(training_free_score([sums], self.weighting)[0])
 
 
 class ParZCEvaluator(Evaluator):

@@ -6,8 +6,9 @@ What `hwnas search --method evolution|random|reinforce|tpe|nsga2 ...` runs:
 2. the evaluator (`evaluator`): `table`, accuracy from `accuracy_table` (`hwnas.search.tables`,
    column `accuracy_column`); a zero-cost proxy by name (`synflow`, `snip`, `naswot`, ...:
    `hwnas.search.evaluators.ProxyEvaluator`, on one minibatch of `proxy_data` where the proxy
-   needs data, or read from `proxies_table`, a `hwnas proxies` file); or `parzc:MODEL`, a fitted
-   ParZC model (`ParZCEvaluator`). With a proxy or ParZC, nothing is trained: the accuracy table
+   needs data, or read from `proxies_table`, a `hwnas proxies` file); `parzc-free[:PROXY[:W]]`,
+   the training-free ParZC (a fixed depth weighting); or `parzc:MODEL`, a fitted ParZC model
+   (`ParZCEvaluator`). With a proxy or ParZC, nothing is trained: the accuracy table
    is optional and, when given, only reports the chosen arch's accuracy and the regret;
 3. the latency predictor: one device column of `latency_table` (HW-NAS-Bench / HELP layout), or
    the profile's best predictor (`hwnas.latency.prediction.best_predictor`: the learned correction
@@ -92,6 +93,8 @@ class StrategySearchConfig:
                 raise HwnasError(f"--method {self.method} needs --accuracy-table FILE (the "
                                  "table evaluator), or a zero-cost evaluator: --evaluator "
                                  "synflow|snip|...|parzc:MODEL")
+        elif ev == "parzc-free" or ev.startswith("parzc-free:"):
+            pass  # checked when the evaluator is built (proxy, weighting)
         elif ev.startswith("parzc:"):
             if not ev[len("parzc:"):]:
                 raise HwnasError("--evaluator parzc:MODEL names the folder of a fitted ParZC "
@@ -195,6 +198,15 @@ def _evaluator(config: StrategySearchConfig, space: SearchSpace, acc: ArchTable 
         from hwnas.search.proxy_table import read_proxies
 
         table, settings = read_proxies(config.proxies_table)
+    if config.evaluator == "parzc-free" or config.evaluator.startswith("parzc-free:"):
+        from hwnas.search.evaluators import ParZCFreeEvaluator
+
+        parts = config.evaluator.split(":")[1:]
+        if len(parts) > 2:
+            raise HwnasError(f"evaluator {config.evaluator!r}: write parzc-free[:PROXY[:WEIGHTING]]"
+                             ", e.g. parzc-free:synflow:sin")
+        return ParZCFreeEvaluator(space, *parts, data=config.proxy_data, table=table,
+                                  table_settings=settings)
     if config.evaluator.startswith("parzc:"):
         return ParZCEvaluator(space, Path(config.evaluator[len("parzc:"):]), table, settings)
     return ProxyEvaluator(space, config.evaluator, data=config.proxy_data, table=table,
