@@ -923,7 +923,10 @@ def import_fbnet(path: Path = typer.Argument(..., help="FBNet per-layer table JS
 def import_csv(path: Path = typer.Argument(..., help="HW-NAS-Bench/HELP latency CSV."),
                device: str = typer.Option(..., help="Device column, e.g. raspi4 or pixel3_ms."),
                out: Path = typer.Option(..., help="Profile folder to write."),
-               space: str = typer.Option("fbnet", help="Space of the L00.. columns.")) -> None:
+               space: str = typer.Option(None, help="Space of the nets (default: by the "
+                                                    "columns, ofa for HELP's OFA layout "
+                                                    "resolution,d0..,ks00..,e00.., else fbnet "
+                                                    "for L00..).")) -> None:
     """One device column of a HW-NAS-Bench/HELP CSV -> a nets-only profile."""
     from hwnas.latency.importers import import_latency_csv
 

@@ -453,4 +453,6 @@ def test_indices_json_round_trip_property(name: str, data: st.DataObject) -> Non
     idx = list(data.draw(st.tuples(*(st.integers(0, len(layer.choices) - 1)
                                      for layer in space.layers))))
     arch = Arch.from_json(space.from_indices(idx).to_json())
+    if name == "ofa":  # a depth is a prefix: from_indices skips a block after a skipped one
+        idx = space.canonical_indices(np.asarray(idx)).tolist()
     assert space_of(arch).indices(arch) == idx

@@ -6,8 +6,9 @@
 - `import_fbnet_table_json`: the per-layer FBNet table of jh88/fbnet (Raspberry Pi 4B, TF2,
   microseconds) -> a `LayerTable` (its strides differ from hwnas's FBNet space, see there).
 - `import_latency_csv`: whole-network latencies of HW-NAS-Bench (Li et al., ICLR 2021) as HELP
-  (Lee et al., NeurIPS 2021) redistributes them, one `L00..L21` op-index row per net -> a
-  "nets only" profile (no lookup table, `nets.parquet` only).
+  (Lee et al., NeurIPS 2021) redistributes them, one `L00..L21` op-index row per net, or HELP's
+  own Once-for-All MobileNetV3 latencies (`resolution, d0..d4, ks00..ks19, e00..e19` per net,
+  the `ofa` space) -> a "nets only" profile (no lookup table, `nets.parquet` only).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from hwnas.errors import HwnasError
 from hwnas.profile.record import ProfileRecord, write_record
 from hwnas.profile.sampling import net_id
 from hwnas.profile.store import write_parquet
-from hwnas.space import OpSpec, SearchSpace, get_space
+from hwnas.space import Arch, OpSpec, SearchSpace, get_space
 from hwnas.space.fbnet import FBNET_CHOICES
+from hwnas.space.ofa import HELP_COLUMNS, OFASpace
 
 log = logging.getLogger(__name__)
 
@@ -308,42 +310,81 @@ def _read_latency(df: pd.DataFrame, col: str, src: Path) -> np.ndarray:
     return ms.to_numpy(dtype=float)
 
 
+def _ofa_archs(df: pd.DataFrame, space: OFASpace, src: Path) -> list[Arch]:
+    """The archs of HELP's OFA rows (`OFASpace.from_help_row`), each at its row's resolution."""
+    missing = [c for c in HELP_COLUMNS if c not in df.columns]
+    if missing:
+        raise HwnasError(f"{src}: the 'ofa' space needs HELP's columns resolution, d0..d4, "
+                         f"ks00..ks19, e00..e19; missing: {', '.join(missing)}")
+    archs = []
+    for r, row in enumerate(df[list(HELP_COLUMNS)].to_dict("records")):
+        try:
+            archs.append(space.from_help_row(row))
+        except HwnasError as e:
+            raise HwnasError(f"{src}: row {r}: {str(e).removeprefix('HELP ofa row: ')}") \
+                from None
+    return archs
+
+
+def _layout(df: pd.DataFrame) -> str:
+    """The space of a HELP/HW-NAS-Bench CSV by its columns: `ofa` for HELP's OFA layout
+    (`resolution`, `d0..`, `ks00..`, `e00..`), else `fbnet` (`L00..L21`)."""
+    return "ofa" if all(c in df.columns for c in HELP_COLUMNS) else "fbnet"
+
+
 def import_latency_csv(path: str | Path, device_column: str, out_dir: str | Path,
-                       space: str = "fbnet") -> Path:
+                       space: str | None = None) -> Path:
     """Import one device column of a HW-NAS-Bench/HELP latency CSV as a nets-only profile.
 
-    The CSV has one net per row: `L00..L{n-1}` (the op index of each searchable layer, in the
-    space's choice order; for `fbnet` HW-NAS-Bench's 0..8) and `<device>_ms` latency columns
-    (`device_column` with or without the `_ms`). Writes device.json (`nets_only: true`, the
-    space's default settings: for `fbnet` 32x32, 100 classes) and nets.parquet (net_id, arch JSON,
-    median_ms = the published value, macs, params, and the CSV row). Returns the profile folder.
+    The CSV has one net per row and `<device>_ms` latency columns (`device_column` with or without
+    the `_ms`). The nets are either `L00..L{n-1}` (the op index of each searchable layer, in the
+    space's choice order; for `fbnet` HW-NAS-Bench's 0..8), or, in HELP's Once-for-All layout
+    (`ofa_mbv3_latency_help.csv`), `resolution, d0..d4, ks00..ks19, e00..e19`
+    (`OFASpace.from_help_row`): each net at its own resolution. `space` None: `ofa` when the file
+    has the OFA columns, else `fbnet`. Writes device.json (`nets_only: true`, the space's default
+    settings: for `fbnet` 32x32, 100 classes; for `ofa` 224x224, 1000 classes, the resolution of
+    each net in its arch) and nets.parquet (net_id, arch JSON, median_ms = the published value,
+    macs, params, and the CSV row). Returns the profile folder.
     """
     src = _check_file(path)
-    sp = get_space(space)
+    sp = get_space(space) if space is not None else None
     try:
         df = pd.read_csv(src)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise HwnasError(f"{src}: not a readable CSV ({e})") from None
+    if sp is None:
+        sp = get_space(_layout(df))
     col = _device_column(df, device_column, src)
-    idx = _read_indices(df, _layer_columns(sp), sp, src)
-    ms = _read_latency(df, col, src)
-    archs = [sp.from_indices(row) for row in idx]
+    if isinstance(sp, OFASpace):
+        archs = _ofa_archs(df, sp, src)
+        ms = _read_latency(df, col, src)
+        ops = [sp.ops(a) for a in archs]
+        macs = np.array([sum(op.macs for op in o) for o in ops], dtype=np.int64)
+        params = np.array([sum(op.params for op in o) for o in ops], dtype=np.int64)
+        origin = "HELP (Lee et al., NeurIPS 2021): Once-for-All MobileNetV3 nets"
+        extra: dict = {"resolutions": sorted({a.resolution for a in archs})}
+    else:
+        idx = _read_indices(df, _layer_columns(sp), sp, src)
+        ms = _read_latency(df, col, src)
+        archs = [sp.from_indices(row) for row in idx]
+        (fixed_macs, fixed_params), costs = _cost_tables(sp)
+        per = costs[np.arange(len(sp.layers))[None, :], idx]
+        macs = fixed_macs + per[..., 0].sum(axis=1)
+        params = fixed_params + per[..., 1].sum(axis=1)
+        origin, extra = "HW-NAS-Bench / HELP (MIT)", {}
     ids = [net_id(a) for a in archs]
     dup = pd.Series(ids).duplicated()
     if dup.any():
         r = int(np.flatnonzero(dup.to_numpy())[0])
         raise HwnasError(f"{src}: row {r} repeats the architecture of an earlier row")
-    (fixed_macs, fixed_params), costs = _cost_tables(sp)
-    per = costs[np.arange(len(sp.layers))[None, :], idx]
     nets = pd.DataFrame({"net_id": ids, "arch": [a.to_json(indent=None) for a in archs],
-                         "median_ms": ms, "macs": fixed_macs + per[..., 0].sum(axis=1),
-                         "params": fixed_params + per[..., 1].sum(axis=1),
+                         "median_ms": ms, "macs": macs, "params": params,
                          "source_row": np.arange(len(df))})
     out = _new_profile_dir(out_dir)
-    fingerprint = {"backend": "imported", "source": "HW-NAS-Bench / HELP (MIT)", "file": src.name,
+    fingerprint = {"backend": "imported", "source": origin, "file": src.name,
                    "sha256": _sha256(src), "device": col.removesuffix("_ms"), "column": col}
     notes = (f"Whole-network latencies imported from column {col!r} of {src.name}; median_ms holds "
              f"the published value (no per-run statistics are available). No lookup table.")
     write_parquet(out / "nets.parquet", nets)
-    write_record(out, _record(sp, fingerprint, notes, nets_only=True))
+    write_record(out, _record(sp, fingerprint, notes, nets_only=True, **extra))
     return out

@@ -43,9 +43,13 @@ class LookupTablePredictor(LatencyPredictor):
         return cls().fit(profile.space, profile.lut)
 
     def indices(self, archs: list[Arch]) -> np.ndarray:
-        """(N, layers) choice indices of archs (validated against the space)."""
-        return np.array([self.space_.indices(a) for a in archs], dtype=np.int64)\
+        """(N, layers) choice indices of archs (validated against the space; an arch at another
+        resolution than the table's, which a space with elastic resolution (`ofa`) validates, is
+        refused: the table prices its ops at the table's resolution only)."""
+        idx = np.array([self.space_.indices(a) for a in archs], dtype=np.int64)\
             .reshape(len(archs), len(self.space_.layers))
+        _check_resolution(self.space_, archs)
+        return idx
 
     def predict_indices(self, idx: np.ndarray) -> np.ndarray:
         """Latency (ms) of each row of an (N, layers) index matrix (priced as the network it
@@ -61,7 +65,9 @@ class LookupTablePredictor(LatencyPredictor):
 
     def breakdown(self, arch: Arch) -> list[tuple[OpSpec, float]]:
         """Each op the arch runs with its table latency."""
-        return [(op, self.lut_[op.key]) for op in self.space_.ops(arch)]
+        ops = self.space_.ops(arch)
+        _check_resolution(self.space_, [arch])
+        return [(op, self.lut_[op.key]) for op in ops]
 
     def extremes(self) -> tuple[Arch, Arch]:
         """The fastest and the slowest arch of the space by this table (exact: it is additive)."""
@@ -74,3 +80,11 @@ class LookupTablePredictor(LatencyPredictor):
         """E[latency] under per-layer choice probabilities ((layers, choices), rows sum to 1)."""
         t = np.nan_to_num(self.table_)
         return float(self.fixed_ms_ + (np.asarray(probs) * t).sum())
+
+
+def _check_resolution(space: SearchSpace, archs: list[Arch]) -> None:
+    for a in archs:
+        if a.resolution != space.resolution:
+            raise HwnasError(f"the lookup table was measured at {space.resolution}x"
+                             f"{space.resolution}, the arch runs at {a.resolution}x"
+                             f"{a.resolution}: profile the space at that resolution")

@@ -2,11 +2,15 @@
 
 What an imported nets-only profile offers (`hwnas import latency-csv`: HW-NAS-Bench latencies as
 HELP redistributes them): no lookup table, only some networks with their published latency. The
-predictor looks an arch up by its choices; an arch that the table does not hold is an error, not
-an estimate.
+predictor looks an arch up by its resolution and choices (`predict_indices` at the space's
+resolution); an arch that the table does not hold is an error, not an estimate. The resolution is
+part of the key because a space with elastic resolution (`ofa`, whose HELP latencies are measured
+at 128..224) holds nets of one choice list at several resolutions.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,7 +31,8 @@ class NetsTablePredictor(LatencyPredictor):
         if len(archs) != y.size:
             raise HwnasError(f"{len(archs)} archs but {y.size} latencies")
         self.space_ = space
-        self.table_ = {tuple(space.indices(a)): float(ms) for a, ms in zip(archs, y, strict=True)}
+        self.table_ = {_key(a.resolution, space.indices(a)): float(ms)
+                       for a, ms in zip(archs, y, strict=True)}
         return self
 
     @classmethod
@@ -42,15 +47,28 @@ class NetsTablePredictor(LatencyPredictor):
         return np.array([self.space_.indices(a) for a in archs], dtype=np.int64)\
             .reshape(len(archs), len(self.space_.layers))
 
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        archs = list(archs)
+        return self._lookup(self.indices(archs), [a.resolution for a in archs])
+
     def predict_indices(self, idx: np.ndarray) -> np.ndarray:
         idx = np.atleast_2d(np.asarray(idx, dtype=np.int64))
+        return self._lookup(idx, [self.space_.resolution] * len(idx))
+
+    def _lookup(self, idx: np.ndarray, resolutions: list[int]) -> np.ndarray:
         out = np.empty(len(idx))
-        for r, row in enumerate(idx):
-            ms = self.table_.get(tuple(int(i) for i in row))
+        for r, (row, resolution) in enumerate(zip(idx, resolutions, strict=True)):
+            ms = self.table_.get(_key(resolution, row))
             if ms is None:
                 choices = " ".join(self.space_.from_indices(row).choices)
-                raise HwnasError(f"{self.name}: the arch [{choices}] is not in the table of "
+                at = f" at {resolution}x{resolution}" if resolution != self.space_.resolution \
+                    else ""
+                raise HwnasError(f"{self.name}: the arch [{choices}]{at} is not in the table of "
                                  f"{len(self.table_)} measured networks (a nets-only profile "
                                  "predicts only the networks it holds)")
             out[r] = ms
         return out
+
+
+def _key(resolution: int, idx) -> tuple[int, ...]:
+    return (int(resolution), *(int(i) for i in idx))

@@ -178,7 +178,7 @@ class ParZCEvaluator(Evaluator):
     proxy features, computed with the settings saved in the model (`meta_`)."""
 
     def __init__(self, space: object, model_dir: str | object, table: object | None = None,
-                 table_settings: dict | None = None, samples: int = 16) -> None:
+                 table_settings: dict | None = None) -> None:
         from pathlib import Path
 
         from hwnas.search.parzc import ParZC
@@ -195,7 +195,7 @@ class ParZCEvaluator(Evaluator):
         _check_table_settings(mine, settings, f"the ParZC model {model_dir}")
         if table is not None:
             _check_table_settings(settings, table_settings or {}, "the proxies table")
-        self.proxies, self.length, self.samples = tuple(proxies), length, samples
+        self.proxies, self.length = tuple(proxies), length
         self.features = _ProxyFeatures(space, self.proxies, settings, table)
         self.name = f"parzc:{Path(model_dir).name}"
 

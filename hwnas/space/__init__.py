@@ -7,11 +7,13 @@ from hwnas.space.arch import Arch
 from hwnas.space.base import Layer, SearchSpace
 from hwnas.space.fbnet import FBNetImageNetSpace, FBNetSpace
 from hwnas.space.nb201 import NB201Space
+from hwnas.space.ofa import OFASpace
 from hwnas.space.ops import OpSpec
 from hwnas.space.proxyless import ProxylessSpace
 
 SPACES: dict[str, type[SearchSpace]] = {
-    cls.name: cls for cls in (ProxylessSpace, FBNetSpace, FBNetImageNetSpace, NB201Space)
+    cls.name: cls for cls in (ProxylessSpace, FBNetSpace, FBNetImageNetSpace, NB201Space,
+                              OFASpace)
 }
 
 
@@ -33,4 +35,4 @@ def space_of(arch: Arch) -> SearchSpace:
 
 
 __all__ = ["Arch", "Layer", "OpSpec", "SearchSpace", "SPACES", "get_space", "space_of",
-           "ProxylessSpace", "FBNetSpace", "FBNetImageNetSpace", "NB201Space"]
+           "ProxylessSpace", "FBNetSpace", "FBNetImageNetSpace", "NB201Space", "OFASpace"]

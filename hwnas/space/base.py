@@ -11,7 +11,7 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.space.arch import MAX_CLASSES, MAX_RESOLUTION, MIN_RESOLUTION, Arch
-from hwnas.space.blocks import Network
+from hwnas.space.blocks import Network, make_divisible
 from hwnas.space.ops import OpSpec
 
 
@@ -26,14 +26,6 @@ class Layer:
     h: int
     w: int
     choices: tuple[str, ...]
-
-
-def make_divisible(v: float, divisor: int = 8) -> int:
-    """Round a channel count to a multiple of `divisor`, never below 90% (ProxylessNAS/MobileNet)."""
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    if new_v < 0.9 * v:
-        new_v += divisor
-    return new_v
 
 
 class SearchSpace(ABC):

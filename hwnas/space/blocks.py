@@ -19,6 +19,15 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Round a channel count to a multiple of `divisor`, never below 90% (ProxylessNAS/MobileNet;
+    Once-for-All's `make_divisible` with min_val = divisor)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
 def conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
             act: str = "relu6", bn_eps: float = 1e-5) -> nn.Sequential:
     """Conv (no bias, 'same' padding) -> BatchNorm -> activation."""
@@ -44,11 +53,15 @@ class ChannelShuffle(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation (MobileNetV3 form: reduce 4, ReLU, hard sigmoid)."""
+    """Squeeze-and-excitation (MobileNetV3 form: reduce 4, ReLU, hard sigmoid).
 
-    def __init__(self, channels: int, reduction: int = 4) -> None:
+    `mid`: the squeezed width; default max(8, channels // reduction). Once-for-All's `SEModule`
+    uses make_divisible(channels // reduction, 8) (`InvertedResidual` style `mbv3`).
+    """
+
+    def __init__(self, channels: int, reduction: int = 4, mid: int | None = None) -> None:
         super().__init__()
-        mid = max(8, channels // reduction)
+        mid = max(8, channels // reduction) if mid is None else mid
         self.reduce = nn.Conv2d(channels, mid, 1)
         self.expand = nn.Conv2d(mid, channels, 1)
 
@@ -64,7 +77,12 @@ class InvertedResidual(nn.Module):
     `style="proxyless"` is ProxylessNAS's MBInvertedConvLayer: no expand conv when expand == 1,
     mid = round(cin * expand), ReLU6. `style="fbnet"` is HW-NAS-Bench's FBNet ConvBlock: the
     expand conv is always there, both 1x1 convs are grouped (`groups`) with a channel shuffle
-    after the first when groups > 1, ReLU. The residual is added when stride == 1 and cin == cout.
+    after the first when groups > 1, ReLU. `style="mbv3"` is Once-for-All's `MBConvLayer` (the
+    MobileNetV3 block of `OFAMobileNetV3`): no expand conv when expand == 1,
+    mid = make_divisible(round(cin * expand), 8), the activation given (relu or hswish), and
+    with `se` a squeeze-excite after the depthwise conv's activation with
+    make_divisible(mid // 4, 8) channels (`SEModule`). The residual is added when stride == 1
+    and cin == cout.
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int,
@@ -72,6 +90,8 @@ class InvertedResidual(nn.Module):
                  style: str = "proxyless", bn_eps: float = 1e-5) -> None:
         super().__init__()
         mid = round(cin * expand)
+        if style == "mbv3":
+            mid = make_divisible(mid)
         layers: list[nn.Module] = []
         if style == "fbnet" or expand != 1:
             layers.append(conv_bn(cin, mid, 1, groups=groups, act=act, bn_eps=bn_eps))
@@ -79,7 +99,8 @@ class InvertedResidual(nn.Module):
                 layers.append(ChannelShuffle(groups))
         layers.append(conv_bn(mid, mid, kernel, stride, groups=mid, act=act, bn_eps=bn_eps))
         if se:
-            layers.append(SqueezeExcite(mid))
+            layers.append(SqueezeExcite(mid, mid=make_divisible(mid // 4) if style == "mbv3"
+                                        else None))
         layers.append(conv_bn(mid, cout, 1, groups=groups, act="none", bn_eps=bn_eps))
         self.body = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
@@ -98,6 +119,19 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(x.mean((2, 3)))
+
+
+class FeatureMix(nn.Module):
+    """Global average pool -> 1x1 conv (no bias, no BN) -> activation, keeping N x C x 1 x 1: the
+    `feature_mix_layer` of Once-for-All's MobileNetV3, which runs after the pool."""
+
+    def __init__(self, cin: int, cout: int, act: str = "hswish") -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 1, bias=False)
+        self.act = ACTIVATIONS[act]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x.mean((2, 3), keepdim=True)))
 
 
 # --- single ops of arbitrary CNNs (the `generic` kinds of OpSpec) ----------------------------

@@ -19,7 +19,9 @@ KINDS = ("conv", "mbconv", "fbconv", "identity", "classifier",
 # predictors one-hot KINDS by position (`hwnas.latency.op_predictor.features`), so appending to it
 # would shift the features of every predictor already shipped in a profile.
 CELL_KINDS = ("reluconvbn", "avgpool_excl", "resblock", "bn_classifier")
-ALL_KINDS = KINDS + CELL_KINDS
+# The blocks of Once-for-All's MobileNetV3 space (`hwnas.space.ofa`), out of KINDS likewise.
+MBV3_KINDS = ("mbv3conv", "featuremix")
+ALL_KINDS = KINDS + CELL_KINDS + MBV3_KINDS
 SHAPE_KEEPING = ("maxpool", "avgpool", "gap", "add", "mul", "act", "avgpool_excl")  # cout == cin
 NO_ACTIVATION = ("maxpool", "avgpool", "gap", "avgpool_excl")  # act is always "none"
 
@@ -37,6 +39,10 @@ class OpSpec:
     NAS-Bench-201 blocks: `reluconvbn` (act -> conv -> BN, pre-activation), `avgpool_excl`
     ('same' average pool, count_include_pad=False), `resblock` (its ResNet basic block, the
     reduction between stages), `bn_classifier` (BN -> act -> global pool -> linear).
+    Once-for-All MobileNetV3 blocks: `mbv3conv` (its MBConvLayer: 1x1 expand conv-BN-act, omitted
+    when expand == 1, kxk depthwise conv-BN-act, squeeze-excite when `se`, 1x1 project conv-BN,
+    residual when stride 1 and cin == cout), `featuremix` (global pool -> 1x1 conv without bias or
+    BN -> act; output 1x1).
     h, w: input spatial size; cout of a classifier is the number of classes; the shape-keeping
     kinds have cout == cin; pooling kinds always have act "none".
     """
@@ -89,7 +95,8 @@ class OpSpec:
 
     @property
     def residual(self) -> bool:
-        return self.kind in ("mbconv", "fbconv") and self.stride == 1 and self.cin == self.cout
+        return (self.kind in ("mbconv", "fbconv", "mbv3conv") and self.stride == 1
+                and self.cin == self.cout)
 
     def module(self) -> nn.Module:
         """Build the torch block (eval mode), the same code `SearchSpace.build` uses."""
@@ -125,7 +132,7 @@ def _check_generic(op: OpSpec) -> None:
     if op.kind in SHAPE_KEEPING and op.cout != op.cin:
         raise ValueError(f"OpSpec kind {op.kind!r} keeps the channels: cout ({op.cout}) must "
                          f"equal cin ({op.cin})")
-    if op.kind in ("add", "mul", "act", "gap", "linear") and op.stride != 1:
+    if op.kind in ("add", "mul", "act", "gap", "linear", "featuremix") and op.stride != 1:
         raise ValueError(f"OpSpec kind {op.kind!r} takes stride 1, got {op.stride}")
     if op.kind == "linear" and (op.h, op.w) != (1, 1):
         raise ValueError(f"OpSpec kind 'linear' takes a flattened input (h == w == 1), "
@@ -147,7 +154,7 @@ def _check_generic(op: OpSpec) -> None:
 
 def _out_size(op: OpSpec, size: int) -> int:
     """Output height/width: 'same' padding for convs and blocks; 1 for global ops."""
-    if op.kind in ("classifier", "gap", "linear", "bn_classifier"):
+    if op.kind in ("classifier", "gap", "linear", "bn_classifier", "featuremix"):
         return 1
     if op.kind in ("maxpool", "avgpool"):
         return (size + 2 * blocks.pool_padding(op.kernel) - op.kernel) // op.stride + 1
@@ -157,8 +164,8 @@ def _out_size(op: OpSpec, size: int) -> int:
 def _build(op: OpSpec) -> nn.Module:
     if op.kind == "conv":
         return blocks.conv_bn(op.cin, op.cout, op.kernel, op.stride, op.groups, op.act)
-    if op.kind in ("mbconv", "fbconv"):
-        style = "proxyless" if op.kind == "mbconv" else "fbnet"
+    if op.kind in ("mbconv", "fbconv", "mbv3conv"):
+        style = {"mbconv": "proxyless", "fbconv": "fbnet", "mbv3conv": "mbv3"}[op.kind]
         return blocks.InvertedResidual(op.cin, op.cout, op.kernel, op.stride, op.expand,
                                        op.groups, op.se, op.act, style)
     if op.kind == "identity":
@@ -171,6 +178,8 @@ def _build(op: OpSpec) -> nn.Module:
 def _build_generic(op: OpSpec) -> nn.Module:
     if op.kind in CELL_KINDS:
         return _build_cell_kind(op)
+    if op.kind == "featuremix":
+        return blocks.FeatureMix(op.cin, op.cout, op.act)
     if op.kind == "linear":
         return blocks.linear(op.cin, op.cout, op.act)
     if op.kind in ("maxpool", "avgpool"):
