@@ -23,7 +23,9 @@ cells**, the next 781 the **training pool** of ParZC.
    synflow alone (data-free, 98). Labels: CIFAR-10 test accuracy (the official code trains on
    validation accuracy, which the shared file does not hold). Evaluated on the 1,000 evaluation
    cells, none of which it saw (the official code evaluates on all 15,625, training cells
-   included). Beside, on the same cells: summed synflow, the training-free ParZC (`sin` depth
+   included). MABN at width 128 instead of the official 512, 100 epochs at batch 32 (the official
+   NB201 script's `--epochs 100 --train_batch_size 32`): the 512-wide MABN takes about 20 s per
+   epoch at 781 cells on a 2-core CPU. Beside, on the same cells: summed synflow, the training-free ParZC (`sin` depth
    weighting of the per-layer synflow sums) and `9*n3 + n1`. Targets: ParZC beats summed synflow
    and the conv count in >= 4 of 5 seeds at 78 cells; Kendall >= 0.706 at 781 cells (the ParZC
    figure for NB201 CIFAR-10 reported by third-party notes, second-hand).
@@ -159,7 +161,8 @@ def analyse(paths: dict[str, Path], args: argparse.Namespace) -> int:
     res = Results("zero_cost", "Zero-cost proxies and ParZC on NAS-Bench-201", seed=0)
     res.text("NATS-Bench 200-epoch test accuracy; 1,000 evaluation cells (seed-0 permutation of "
              "the 15,625 indices, first 1,000), the next 781 the ParZC training pool. Spearman "
-             "rho and Kendall tau-b (scipy). Published synflow rho is over all 15,625 cells.")
+             "rho and Kendall tau-b (scipy). Published synflow rho is over all 15,625 cells. "
+             f"ParZC: {PARZC_OPTIONS} (the official MABN is 512 wide; 128 here for CPU time).")
     frames = {k: read_proxies(p)[0].set_index("index") for k, p in paths.items() if p.exists()}
     # 1. synflow against the published values, beside the counting baselines
     rows = []
