@@ -25,10 +25,11 @@ cells**, the next 781 the **training pool** of ParZC.
    cells, none of which it saw (the official code evaluates on all 15,625, training cells
    included). MABN at width 128 instead of the official 512, 100 epochs at batch 32 (the official
    NB201 script's `--epochs 100 --train_batch_size 32`): the 512-wide MABN takes about 20 s per
-   epoch at 781 cells on a 2-core CPU. Beside, on the same cells: summed synflow, the training-free ParZC (`sin` depth
-   weighting of the per-layer synflow sums) and `9*n3 + n1`. Targets: ParZC beats summed synflow
-   and the conv count in >= 4 of 5 seeds at 78 cells; Kendall >= 0.706 at 781 cells (the ParZC
-   figure for NB201 CIFAR-10 reported by third-party notes, second-hand).
+   epoch at 781 cells on a 2-core CPU. Beside, on the same cells: summed synflow, the
+   training-free ParZC (`sin` depth weighting of the per-layer synflow sums) and `9*n3 + n1`.
+   Targets: ParZC beats summed synflow and the conv count in >= 4 of 5 seeds at 78 cells;
+   Kendall >= 0.706 at 781 cells (the ParZC figure for NB201 CIFAR-10 reported by third-party
+   notes, second-hand).
 
     .venv/bin/python benchmarks/zero_cost.py                 (what the README quotes)
     .venv/bin/python benchmarks/zero_cost.py --compute-only  (only fill the proxy caches)
