@@ -421,8 +421,8 @@ def search(
                                             "predictor)."),
     budget_ms: float = typer.Option(None, help="Latency budget on that device (ms)."),
     out: Path = typer.Option(Path("runs/search"), help="Run folder."),
-    method: str = typer.Option(None, help="proxyless | evolution | random | reinforce | tpe | "
-                                          "nsga2 [default: proxyless; evolution when "
+    method: str = typer.Option(None, help="proxyless | shiftnas | evolution | random | reinforce | "
+                                          "tpe | nsga2 [default: proxyless; evolution when "
                                           "--accuracy-table is given]."),
     space: str = typer.Option("nb201", help="Search space of a strategy search (the space of "
                                             "the tables; with --profile, the profile's)."),
@@ -468,6 +468,21 @@ def search(
                                    "digits | folder:PATH | cifar10:PATH."),
     proxies_table: Path = typer.Option(None, help="A `hwnas proxies` file to read scores from "
                                        "instead of computing them (same settings)."),
+    steps: int = typer.Option(None, help="With --method shiftnas: joint supernet + generator "
+                              "steps (default 300)."),
+    bins: int = typer.Option(None, help="With --method shiftnas: complexity bins (quantiles of "
+                             "sampled latencies) (default 8)."),
+    lambda_rc: float = typer.Option(None, help="With --method shiftnas: weight of the resource "
+                                    "loss (Eq. 10) (default 1.0)."),
+    shift_warmup: int = typer.Option(None, help="With --method shiftnas: steps before the first "
+                                     "bin-probability update (default 100)."),
+    shift_every: int = typer.Option(None, help="With --method shiftnas: steps between "
+                                    "bin-probability updates (default 50)."),
+    sampling: str = typer.Option(None, help="With --method shiftnas: shift (ShiftNAS) | "
+                                 "uniform-bins (bin probabilities frozen) | sandwich (uniform "
+                                 "subnets, sandwich rule) (default shift)."),
+    ag_warmup: int = typer.Option(None, help="With --method shiftnas: generator-only steps on "
+                                  "the resource loss before the joint steps (default 300)."),
 ) -> None:
     """Search under a latency budget.
 
@@ -477,6 +492,11 @@ def search(
     the install; for accuracy that matters, point --data at CIFAR-10 or an image folder and train
     longer. --split gm|fewshot searches in sub-supernets (GM-NAS / few-shot NAS) and keeps the
     best one's result.
+
+    --method shiftnas: ShiftNAS on a profile of space ofa: a masked supernet and an architecture
+    generator trained once for every budget of the profile's latency range (--steps, --bins,
+    --lambda-rc, --shift-warmup, --shift-every, --sampling); then `hwnas generate RUN
+    --budget-ms X` writes the arch for a budget (with --budget-ms here, RUN/arch.json too).
 
     --method evolution | random | reinforce | tpe | nsga2 (evolution is the default with
     --accuracy-table): a strategy proposes architectures, each scored from --accuracy-table and
@@ -490,23 +510,31 @@ def search(
 
     if method is None:
         method = "proxyless" if accuracy_table is None and evaluator == "table" else "evolution"
+    shift_opts = {"--steps": steps, "--bins": bins, "--lambda-rc": lambda_rc,
+                  "--shift-warmup": shift_warmup, "--shift-every": shift_every,
+                  "--sampling": sampling, "--ag-warmup": ag_warmup}
+    if method != "shiftnas" and any(v is not None for v in shift_opts.values()):
+        given = [k for k, v in shift_opts.items() if v is not None]
+        raise HwnasError(f"{', '.join(given)}: for --method shiftnas")
+    if method == "shiftnas":
+        _check_gradient_method_options(method, evaluator, proxies_table, accuracy_table,
+                                       latency_table, device)
+        if profile is None:
+            raise HwnasError("--method shiftnas needs --profile DIR (a profile of space ofa)")
+        _shiftnas_search(profile, budget_ms, out, data, batch_size, train_resolution, seed,
+                         resume, {k.lstrip("-").replace("-", "_"): v
+                                  for k, v in shift_opts.items() if v is not None})
+        return
     if method != "proxyless":
         if method not in STRATEGIES:
             raise HwnasError(f"unknown search method {method!r}; available: proxyless, "
-                             f"{', '.join(STRATEGIES)}")
+                             f"{', '.join(STRATEGIES)}, shiftnas")
         _strategy_search(method, space, accuracy_table, accuracy_column, latency_table, device,
                          profile, budget_ms, evaluations, seed, out, resume, evaluator,
                          proxy_data, proxies_table)
         return
-    if evaluator != "table" or proxies_table is not None:
-        raise HwnasError("--evaluator / --proxies-table: for the strategy methods (--method "
-                         f"{'|'.join(STRATEGIES)}); --method proxyless trains its supernet")
-    table_opts = [n for n, v in (("--accuracy-table", accuracy_table),
-                                 ("--latency-table", latency_table), ("--device", device))
-                  if v is not None]
-    if table_opts:
-        raise HwnasError(f"{', '.join(table_opts)}: for the strategy methods (--method "
-                         f"{'|'.join(STRATEGIES)}); --method proxyless reads the profile")
+    _check_gradient_method_options(method, evaluator, proxies_table, accuracy_table,
+                                   latency_table, device)
     if profile is None or budget_ms is None:
         raise HwnasError("--method proxyless needs --profile DIR and --budget-ms X")
     from hwnas.search.run import SearchConfig, run_search
@@ -531,6 +559,90 @@ def search(
     console.print(f"arch: {out / 'arch.json'}  predicted {pred:.3f} ms vs budget {budget_ms} ms: "
                   f"{'met' if summary.get('met') else '[red]NOT met[/]'}"
                   if isinstance(pred, (int, float)) else f"done: {out}")
+
+
+def _check_gradient_method_options(method: str, evaluator: str, proxies_table: Path | None,
+                                   accuracy_table: Path | None, latency_table: Path | None,
+                                   device: str | None) -> None:
+    """Refuse the strategy-search options with --method proxyless / shiftnas."""
+    from hwnas.search.strategies import STRATEGIES
+
+    if evaluator != "table" or proxies_table is not None:
+        raise HwnasError("--evaluator / --proxies-table: for the strategy methods (--method "
+                         f"{'|'.join(STRATEGIES)}); --method {method} trains its supernet")
+    table_opts = [n for n, v in (("--accuracy-table", accuracy_table),
+                                 ("--latency-table", latency_table), ("--device", device))
+                  if v is not None]
+    if table_opts:
+        raise HwnasError(f"{', '.join(table_opts)}: for the strategy methods (--method "
+                         f"{'|'.join(STRATEGIES)}); --method {method} reads the profile")
+
+
+def _shiftnas_search(profile: Path, budget_ms: float | None, out: Path, data: str,
+                     batch_size: int, train_resolution: int, seed: int, resume: bool,
+                     options: dict) -> None:
+    """`hwnas search --method shiftnas` (see `search`)."""
+    from hwnas.search.shiftnas_run import (
+        ShiftNASConfig,
+        check_run_folder,
+        generate,
+        run_shiftnas,
+    )
+
+    config = ShiftNASConfig(profile=profile, out=out, data=data, batch_size=batch_size,
+                            train_resolution=train_resolution, seed=seed, resume=resume,
+                            **options)
+    check_run_folder(config)  # before the progress bar
+    from rich.progress import Progress
+
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"shiftnas ({config.sampling})", total=config.steps)
+
+        def progress(row: dict) -> None:
+            bar.update(task, completed=row["step"] + 1, total=row["steps_total"])
+
+        summary = run_shiftnas(config, progress)
+    lo, hi = summary["trained_range_ms"]
+    console.print(f"ShiftNAS run: {out} (budgets {lo:.4g} .. {hi:.4g} ms); `hwnas generate "
+                  f"{out} --budget-ms X` writes the arch for a budget")
+    if budget_ms is not None:
+        result = generate(out, budget_ms)
+        result["arch"].save(out / "arch.json")
+        console.print(_generated_line(result, out / "arch.json"))
+
+
+def _generated_line(result: dict, path: Path) -> str:
+    ms = result["predicted_ms"] if result["predicted_ms"] is not None else result["lut_ms"]
+    how = result["predictor"] or "lookup table"
+    met = "met" if result["met"] else "[red]NOT met[/]"
+    return (f"arch: {path}  predicted {ms:.4g} ms ({how}) vs budget {result['budget_ms']:g} ms: "
+            f"{met}")
+
+
+@app.command("generate")
+def generate_cmd(
+    run: Path = typer.Argument(..., help="A ShiftNAS run folder (`hwnas search --method "
+                                         "shiftnas`)."),
+    budget_ms: float = typer.Option(..., help="Latency budget (ms), inside the run's trained "
+                                              "range."),
+    out: Path = typer.Option(None, help="The arch.json to write (default RUN/arch-<budget>ms"
+                                        ".json)."),
+    json_: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """The architecture a ShiftNAS run's generator gives for a latency budget, no search: writes
+    an arch.json ready for `hwnas export`."""
+    from hwnas.search.shiftnas_run import generate
+
+    result = generate(run, budget_ms)
+    path = out if out is not None else run / f"arch-{budget_ms:g}ms.json"
+    result["arch"].save(path)
+    if json_:
+        typer.echo(json.dumps({**result, "arch": result["arch"].to_dict(), "path": str(path)},
+                              indent=2))
+        return
+    console.print(_generated_line(result, path))
+    if result["predictor_note"]:
+        console.print(escape(result["predictor_note"]))
 
 
 def _strategy_search(method: str, space: str, accuracy_table: Path | None,

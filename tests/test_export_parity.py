@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from hwnas.cli import main
 from hwnas.export import pipeline
@@ -32,14 +31,7 @@ def _arch(tmp_path: Path, seed: int, classes: int | None = None) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """torch on one thread: on a busy 2-core host two OpenMP threads make the reference run of a
-    32x32 net take seconds instead of milliseconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -93,13 +93,9 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 @pytest.fixture(autouse=True)
-def _seed_one_thread():
-    """Seeded, one intra-op thread: tiny convs on 2 threads crawl when the other core is busy."""
+def _seed(one_thread):
+    """Seeded, on one intra-op thread (`one_thread`, conftest.py)."""
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---- GM1 distance matrix -------------------------------------------------------------------

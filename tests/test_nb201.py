@@ -44,12 +44,7 @@ OFFICIAL = {  # asserted by exps/NAS-Bench-201/main.py generate_meta_info
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def n_params(module: torch.nn.Module) -> int:

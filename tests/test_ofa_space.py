@@ -55,12 +55,7 @@ LARGEST = ("k7_e6",) * 20
 SMALLEST = ("k3_e3", "k3_e3", "skip", "skip") * 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def n_params(module: torch.nn.Module) -> int:

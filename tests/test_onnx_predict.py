@@ -27,13 +27,7 @@ from hwnas.latency.op_predictor import (
 from hwnas.profile.generic_ops import sample_generic_ops, within_limits
 from hwnas.space import OpSpec
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 GENERIC = [

@@ -39,13 +39,7 @@ def _synthetic(n: int, layers: int = 16, seed: int = 0):
     return X, X @ w + 0.05 * rng.standard_normal(n)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The models here are tiny: one intra-op thread is faster and does not fight other jobs for CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -32,12 +32,7 @@ from hwnas.space import Arch, get_space
 TRAIN_RES, TRAIN_WIDTH = 16, 0.35
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

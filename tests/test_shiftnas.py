@@ -32,13 +32,9 @@ N_BINS = 8
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Seeded, one intra-op thread (the tiny convs crawl on 2 threads when the other core is busy)."""
+def _seed(one_thread):
+    """Seeded, on one intra-op thread (`one_thread`, conftest.py)."""
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---- the tiny supernet, its analytic MACs and an additive cost table -------------------------

@@ -26,14 +26,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_SPACES = {name: get_space(name) for name in SPACES}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batch-2 forwards gain nothing from threads, and on a busy 2-core machine the OpenMP
-    barriers of a second thread make each op tens of ms slower: use one, then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -26,13 +26,7 @@ from hwnas.space import get_space
 from hwnas.space.blocks import InvertedResidual
 from hwnas.space.elastic import SharedInvertedResidual, load_choice_into
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.mark.parametrize("style", ["proxyless", "fbnet"])

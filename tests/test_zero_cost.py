@@ -57,13 +57,7 @@ DEAD_CHAIN = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|no
 TINY_PARZC = {"epochs": 3, "hidden": 16, "patches": 4, "dim": 16, "depth": 1, "batch_size": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is faster and leaves the other CPUs to other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -26,14 +26,7 @@ def _zoo_module():
 zoo = _zoo_module()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Single-threaded torch: the zoo's tiny 96x96 passes gain nothing from threads, and a
-    second thread spinning against other work on the machine slows them down many times."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 REQUIRED_FAMILIES = {"resnet", "vgg", "alexnet", "mobilenet", "mnasnet", "shufflenet", "squeezenet",
