@@ -39,6 +39,7 @@ bench: setup
 	$(PY) benchmarks/supernet_ranking.py --space proxyless --data digits --archs 20 --seeds 2 --standalone-epochs 6
 	$(PY) benchmarks/search_budget.py
 	$(PY) benchmarks/zero_cost.py --threads 2
+	$(PY) benchmarks/shiftnas.py
 	$(LOCK) $(PY) benchmarks/export.py
 	$(PY) benchmarks/readme.py
 
