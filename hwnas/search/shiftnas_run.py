@@ -446,7 +446,9 @@ def run_shiftnas(config: ShiftNASConfig, progress: Callable[[dict], None] | None
 
 
 def check_run_folder(config: ShiftNASConfig) -> None:
-    """Refuse an `out` that already holds a run while `resume` is True (no resume)."""
+    """The checks made before anything is shown or written: the profile (space `ofa`, with a
+    lookup table), and an `out` that already holds a run while `resume` is True (no resume)."""
+    _load_profile(config.profile)
     present = [name for name in RUN_FILES if (config.out / name).exists()]
     if present and config.resume:
         raise HwnasError(f"{config.out} already holds a run ({', '.join(present)}); ShiftNAS "
