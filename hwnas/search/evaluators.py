@@ -107,6 +107,13 @@ class _ProxyFeatures:
         return self.cache[key]
 
 
+def _proxy_settings(space: object, data: str, batch_size: int, data_seed: int, seed: int) -> dict:
+    """How a proxy score is made (the keys of a `hwnas proxies` file's settings)."""
+    return {"space": space.name, "resolution": space.resolution,
+            "num_classes": space.num_classes, "data": data, "batch_size": batch_size,
+            "data_seed": data_seed, "seed": seed}
+
+
 def _check_table_settings(settings: dict, table_settings: dict, what: str) -> None:
     keys = ("space", "resolution", "num_classes", "data", "batch_size", "data_seed", "seed")
     diff = [k for k in keys if table_settings.get(k) is not None and settings.get(k) is not None
@@ -123,9 +130,7 @@ class ProxyEvaluator(Evaluator):
     def __init__(self, space: object, proxy: str, data: str = "digits", batch_size: int = 64,
                  data_seed: int = 42, seed: int = 0, table: object | None = None,
                  table_settings: dict | None = None) -> None:
-        settings = {"space": space.name, "resolution": space.resolution,
-                    "num_classes": space.num_classes, "data": data, "batch_size": batch_size,
-                    "data_seed": data_seed, "seed": seed}
+        settings = _proxy_settings(space, data, batch_size, data_seed, seed)
         if table is not None:
             _check_table_settings(settings, table_settings or {}, "the proxies table")
             if proxy not in table.columns:
@@ -157,9 +162,7 @@ class ParZCFreeEvaluator(Evaluator):
         if weighting not in WEIGHTINGS:
             raise HwnasError(f"unknown depth weighting {weighting!r}; use "
                              f"{', '.join(WEIGHTINGS)}")
-        settings = {"space": space.name, "resolution": space.resolution,
-                    "num_classes": space.num_classes, "data": data, "batch_size": batch_size,
-                    "data_seed": data_seed, "seed": seed}
+        settings = _proxy_settings(space, data, batch_size, data_seed, seed)
         if table is not None:
             _check_table_settings(settings, table_settings or {}, "the proxies table")
         self.proxy, self.weighting = proxy, weighting
