@@ -264,3 +264,14 @@ def test_cli_search_shiftnas_mistakes(profile_dir, tmp_path, capsys, args, messa
     argv = ["search", *[a.format(p=profile_dir) for a in args], "--out", str(tmp_path / "o")]
     code, _, err = _main(argv, capsys)
     assert code == 2 and message in err
+
+
+def test_report_shows_the_bin_distribution(shift_run, profile_dir, tmp_path) -> None:
+    from hwnas.report.page import build_report
+
+    config, summary = shift_run
+    page = build_report(profile_dir, run=config.out, out=tmp_path / "r.html").read_text()
+    assert f"ShiftNAS: {config.out.name}" in page
+    assert page.count("data:image/png") >= 2  # the bin distribution and the budget tracking
+    lo, hi = summary["trained_range_ms"]
+    assert f"{lo:.4g} .. {hi:.4g} ms" in page

@@ -106,11 +106,41 @@ def _validation_section(prof) -> str:
                                                   "networks; the band is +-10%.") + "</div>")
 
 
+def _shiftnas_section(run: Path, summary: dict) -> str:
+    """A ShiftNAS run (`hwnas search --method shiftnas`): the generator's network per bin and
+    the learned bin distribution per update (bins.json)."""
+    bins = _read_json(run / "bins.json")
+    per_bin = summary.get("per_bin") or []
+    rows = [{"bin": b["bin"], "target ms": b["target_ms"], "generated ms (table)": b["lut_ms"],
+             "valid acc (shared)": b.get("valid_acc"), "probability": p}
+            for b, p in zip(per_bin, bins.get("probs") or [None] * len(per_bin), strict=False)]
+    hist = bins.get("history") or []
+    k = len(bins["edges"]) - 1
+    steps = [0] + [int(h["step"]) for h in hist]
+    probs = [[1.0 / k] * k] + [h["probs"] for h in hist]
+    figs = [_figure(plots.bin_distribution(steps, np.asarray(probs), bins["edges"]),
+                    "Probability of each complexity bin after each Eq. 8 update (the first point "
+                    "is the uniform start; frozen for --sampling uniform-bins)."),
+            _figure(plots.budget_tracking([b["target_ms"] for b in per_bin],
+                                          [b["lut_ms"] for b in per_bin],
+                                          [b["valid_acc"] for b in per_bin]
+                                          if all("valid_acc" in b for b in per_bin) else None),
+                    "The generator's network for each bin centre: its lookup-table latency "
+                    "against the target.")]
+    rng = summary.get("trained_range_ms") or [float("nan")] * 2
+    return (f"<h2>ShiftNAS: {_esc(run.name)}</h2><p>sampling {_esc(summary.get('sampling'))}, "
+            f"{summary.get('steps')} steps, {summary.get('b_updates')} bin updates; "
+            f"<code>hwnas generate</code> answers budgets in {rng[0]:.4g} .. {rng[1]:.4g} ms."
+            f"</p>" + _table(rows) + "<div class='figs'>" + "".join(figs) + "</div>")
+
+
 def _run_section(prof, run: Path) -> str:
     from hwnas.latency.lut import LookupTablePredictor
     from hwnas.space import Arch
 
     summary = _read_json(run / "summary.json")
+    if summary.get("method") == "shiftnas":
+        return _shiftnas_section(run, summary)
     budget = float(summary["budget_ms"])
     met = summary.get("met")
     rows = [{"budget ms": budget, "predicted ms": summary.get("predicted_ms"),

@@ -86,3 +86,33 @@ def latency_accuracy_cloud(ms: np.ndarray, acc: np.ndarray, chosen_ms: float,
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return to_data_uri(fig)
+
+
+def bin_distribution(steps: list[int], probs: np.ndarray, edges: list[float]) -> str:
+    """ShiftNAS: the probability of each complexity bin after each Eq. 8 update (one line per
+    bin; the first point is the uniform start)."""
+    probs = np.asarray(probs, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    cmap = plt.get_cmap("viridis", probs.shape[1])
+    for k in range(probs.shape[1]):
+        ax.plot(steps, probs[:, k], "o-", color=cmap(k), ms=3,
+                label=f"{edges[k]:.3g}-{edges[k + 1]:.3g} ms")
+    ax.set(xlabel="training step", ylabel="bin probability")
+    ax.legend(fontsize=7, ncol=2, frameon=False)
+    ax.grid(alpha=0.3)
+    return to_data_uri(fig)
+
+
+def budget_tracking(targets: list[float], costs: list[float], acc: list[float] | None) -> str:
+    """ShiftNAS: the generator's architecture for each bin centre, its lookup-table latency
+    against the target (the diagonal is exact), coloured by its accuracy when known."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    lo, hi = min(targets + costs), max(targets + costs)
+    ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls=":", label="latency = target")
+    sc = ax.scatter(targets, costs, c=acc if acc else "tab:blue", cmap="viridis", s=40, zorder=3)
+    if acc:
+        fig.colorbar(sc, ax=ax, label="valid accuracy (shared weights)")
+    ax.set(xlabel="target C (ms)", ylabel="generated network, lookup table (ms)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return to_data_uri(fig)
