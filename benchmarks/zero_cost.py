@@ -148,7 +148,6 @@ def live_conv_count(index: np.ndarray) -> np.ndarray:
 
 def corr(score: np.ndarray, acc: np.ndarray) -> tuple[float, float]:
     """(Spearman rho, Kendall tau-b); NaN / -inf scores rank last."""
-    score = np.where(np.isfinite(score), score, -np.inf)
     finite = score[np.isfinite(score)]
     score = np.where(np.isfinite(score), score, (finite.min() - 1) if finite.size else 0.0)
     return float(stats.spearmanr(score, acc)[0]), float(stats.kendalltau(score, acc)[0])

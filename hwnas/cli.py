@@ -724,11 +724,6 @@ def proxies(
                            archs=archs, all=all_, data=data, batch_size=batch_size,
                            data_seed=data_seed, seed=seed, resolution=resolution,
                            num_classes=classes, resume=resume, threads=threads)
-    if any(p in ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "naswot")
-           for p in config.proxies):
-        from hwnas.data import check_spec
-
-        check_spec(data)
     from rich.progress import Progress
 
     with Progress(console=console) as bar:

@@ -92,18 +92,14 @@ class _ProxyFeatures:
     def row(self, idx: np.ndarray) -> dict:
         key = tuple(int(v) for v in np.asarray(idx).ravel())
         if key not in self.cache:
-            from hwnas.search.zero_cost import LAYERWISE, compute_proxies, proxy_network
+            from hwnas.search.proxy_table import score_columns
+            from hwnas.search.zero_cost import compute_proxies, proxy_network
 
             arch = self.space.from_indices(list(key))
             net = proxy_network(self.space, arch, self.settings.get("seed", 0))
             x, y = self.batch() if self._needs_data else (None, None)
-            scores = compute_proxies(net, self.proxies, self.space.input_shape(), x, y)
-            row = {n: s.score for n, s in scores.items()}
-            for n, s in scores.items():
-                if n in LAYERWISE and s.layer_means is not None:
-                    row[f"{n}_layer_mean"] = s.layer_means
-                    row[f"{n}_layer_sum"] = s.layer_sums
-            self.cache[key] = row
+            self.cache[key] = score_columns(
+                compute_proxies(net, self.proxies, self.space.input_shape(), x, y))
         return self.cache[key]
 
 
@@ -115,13 +111,9 @@ def _proxy_settings(space: object, data: str, batch_size: int, data_seed: int, s
 
 
 def _check_table_settings(settings: dict, table_settings: dict, what: str) -> None:
-    keys = ("space", "resolution", "num_classes", "data", "batch_size", "data_seed", "seed")
-    diff = [k for k in keys if table_settings.get(k) is not None and settings.get(k) is not None
-            and table_settings.get(k) != settings.get(k)]
-    if diff:
-        raise HwnasError(f"{what} was computed with other settings ("
-                         + ", ".join(f"{k}: {table_settings.get(k)!r} vs {settings.get(k)!r}"
-                                     for k in diff) + ")")
+    from hwnas.search.proxy_table import check_compatible
+
+    check_compatible(settings, table_settings, f"{what} was computed with other settings")
 
 
 class ProxyEvaluator(Evaluator):
@@ -144,7 +136,7 @@ class ProxyEvaluator(Evaluator):
         return v if v == v else -np.inf
 
 
-class ParZCFreeEvaluator(Evaluator):
+class ParZCFreeEvaluator(ProxyEvaluator):
     """The training-free ParZC (ParZC-dagger, `hwnas.search.parzc.training_free_score`): a
     proxy's per-layer sums weighted by a fixed function of depth (`sin`: (sin(0.1 i) + 1) / 2;
     `quadratic`: ((L - i) / L)^2), then summed. Named `parzc-free[:PROXY[:WEIGHTING]]`
@@ -162,11 +154,8 @@ class ParZCFreeEvaluator(Evaluator):
         if weighting not in WEIGHTINGS:
             raise HwnasError(f"unknown depth weighting {weighting!r}; use "
                              f"{', '.join(WEIGHTINGS)}")
-        settings = _proxy_settings(space, data, batch_size, data_seed, seed)
-        if table is not None:
-            _check_table_settings(settings, table_settings or {}, "the proxies table")
-        self.proxy, self.weighting = proxy, weighting
-        self.features = _ProxyFeatures(space, (proxy,), settings, table)
+        super().__init__(space, proxy, data, batch_size, data_seed, seed, table, table_settings)
+        self.weighting = weighting
         self.name = f"parzc-free:{proxy}:{weighting}"
 
     def evaluate(self, idx: np.ndarray) -> float:

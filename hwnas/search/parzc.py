@@ -129,6 +129,18 @@ def nodewise_features(layer_means: Sequence[Sequence[np.ndarray]] | np.ndarray, 
 # --------------------------------------------------------------------------- losses
 
 
+def _pairs_input(pred: torch.Tensor, target: torch.Tensor, who: str
+                 ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """1-D predictions and targets (in the predictions' dtype) of one length N >= 2."""
+    pred, target = pred.reshape(-1), target.reshape(-1).to(pred.dtype)
+    n = pred.shape[0]
+    if target.shape[0] != n:
+        raise HwnasError(f"{who}: pred has {n} values, target {target.shape[0]}")
+    if n < 2:
+        raise HwnasError(f"{who} needs at least 2 values")
+    return pred, target, n
+
+
 def diff_kendall(pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.5,
                  normalization: str = "code") -> torch.Tensor:
     """DiffKendall, the differentiable Kendall loss of `piconas/core/losses/diffkd.py`.
@@ -143,12 +155,7 @@ def diff_kendall(pred: torch.Tensor, target: torch.Tensor, alpha: float = 0.5,
     """
     if normalization not in ("code", "paper"):
         raise HwnasError(f"normalization must be 'code' or 'paper', not {normalization!r}")
-    pred, target = pred.reshape(-1), target.reshape(-1).to(pred.dtype)
-    n = pred.shape[0]
-    if target.shape[0] != n:
-        raise HwnasError(f"diff_kendall: pred has {n} values, target {target.shape[0]}")
-    if n < 2:
-        raise HwnasError("diff_kendall needs at least 2 values")
+    pred, target, n = _pairs_input(pred, target, "diff_kendall")
     tx = torch.tanh(0.5 * alpha * (pred[:, None] - pred[None, :]))
     ty = torch.tanh(0.5 * alpha * (target[:, None] - target[None, :]))
     # the diagonal is t(0) t(0) = 0, so summing all N^2 terms is the sum over i != j
@@ -163,12 +170,7 @@ def pairwise_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     Pairs with equal targets (sign 0) add the constant log 2, as in the official code.
     """
-    pred, target = pred.reshape(-1), target.reshape(-1).to(pred.dtype)
-    n = pred.shape[0]
-    if target.shape[0] != n:
-        raise HwnasError(f"pairwise_loss: pred has {n} values, target {target.shape[0]}")
-    if n < 2:
-        raise HwnasError("pairwise_loss needs at least 2 values")
+    pred, target, n = _pairs_input(pred, target, "pairwise_loss")
     z = (pred[:, None] - pred[None, :]) * torch.sign(target[:, None] - target[None, :])
     terms = F.softplus(-z)  # log(1 + exp(-z)), without overflow
     off = ~torch.eye(n, dtype=torch.bool, device=pred.device)

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from hwnas._io import atomic_path
+from hwnas.data import check_spec
 from hwnas.errors import HwnasError
 from hwnas.search.zero_cost import (
     DATA_DEPENDENT,
@@ -49,6 +50,8 @@ META_KEY = b"hwnas_proxies"
 FORMAT = "hwnas-proxies-1"
 SETTING_KEYS = ("space", "resolution", "num_classes", "proxies", "data", "batch_size",
                 "data_seed", "seed")
+# how one architecture's scores are made (a ParZC model, an evaluator and a file must agree)
+SCORE_KEYS = ("space", "resolution", "num_classes", "data", "batch_size", "data_seed", "seed")
 
 
 @dataclass
@@ -70,7 +73,6 @@ class ProxiesConfig:
     num_classes: int | None = None
     resume: bool = True
     threads: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -83,6 +85,8 @@ class ProxiesConfig:
             raise HwnasError(f"--archs must be a positive integer, got {self.archs!r}")
         if self.out.suffix.lower() not in (".parquet", ".pq"):
             raise HwnasError(f"--out {self.out}: the proxies file is parquet; name it *.parquet")
+        if any(p in DATA_DEPENDENT for p in self.proxies):
+            check_spec(self.data)  # a malformed spec is refused before anything is scored
 
     def settings(self, space: SearchSpace) -> dict:
         data_used = any(p in DATA_DEPENDENT for p in self.proxies)
@@ -91,10 +95,6 @@ class ProxiesConfig:
                 "data": self.data if data_used else None,
                 "batch_size": self.batch_size if data_used else None,
                 "data_seed": self.data_seed if data_used else None, "seed": self.seed}
-
-
-def make_space(name: str, resolution: int | None, num_classes: int | None) -> SearchSpace:
-    return get_space(name, resolution=resolution, num_classes=num_classes)
 
 
 def choose_archs(space: SearchSpace, config: ProxiesConfig) -> list[tuple[int, object]]:
@@ -129,16 +129,32 @@ def choose_archs(space: SearchSpace, config: ProxiesConfig) -> list[tuple[int, o
     return out
 
 
-def _row(index: int, space: SearchSpace, arch: object, scores: dict) -> dict:
-    row = {"index": int(index), "arch": json.dumps(list(arch.choices)),
-           "arch_str": space.arch_str(arch) if isinstance(space, NB201Space)
-           else ",".join(arch.choices)}
+def score_columns(scores: dict) -> dict:
+    """The columns of one architecture's `ProxyScore`s: `<proxy>` and, for the per-weight
+    proxies, `<proxy>_layer_mean` / `<proxy>_layer_sum`."""
+    row = {}
     for name, s in scores.items():
         row[name] = float(s.score)  # NaN / -inf kept (jacob_cov undefined, naswot singular)
         if name in LAYERWISE and s.layer_means is not None:
             row[f"{name}_layer_mean"] = [float(v) for v in s.layer_means]
             row[f"{name}_layer_sum"] = [float(v) for v in s.layer_sums]
     return row
+
+
+def check_compatible(mine: dict, theirs: dict, what: str) -> None:
+    """Refuse scores made another way: `what` and each of `SCORE_KEYS` that both settings name
+    with different values (theirs vs mine; a key one side leaves None does not count)."""
+    diff = [k for k in SCORE_KEYS if theirs.get(k) is not None and mine.get(k) is not None
+            and theirs.get(k) != mine.get(k)]
+    if diff:
+        raise HwnasError(f"{what} (" + ", ".join(f"{k}: {theirs.get(k)!r} vs {mine.get(k)!r}"
+                                                 for k in diff) + ")")
+
+
+def _row(index: int, space: SearchSpace, arch: object, scores: dict) -> dict:
+    return {"index": int(index), "arch": json.dumps(list(arch.choices)),
+            "arch_str": space.arch_str(arch) if isinstance(space, NB201Space)
+            else ",".join(arch.choices), **score_columns(scores)}
 
 
 def read_proxies(path: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -201,8 +217,8 @@ def run_proxies(config: ProxiesConfig, progress: Callable[[int, int], None] | No
     from filelock import FileLock, Timeout
 
     t0 = time.monotonic()
-    space = space if space is not None else make_space(config.space, config.resolution,
-                                                       config.num_classes)
+    space = space if space is not None else get_space(
+        config.space, resolution=config.resolution, num_classes=config.num_classes)
     settings = config.settings(space)
     archs = choose_archs(space, config)
     partial = config.out.with_name(config.out.name + ".partial.jsonl")
@@ -390,14 +406,8 @@ def predict_parzc(model_dir: Path, proxies_table: Path, accuracy_table: Path | N
     model = ParZC.load(model_dir)
     meta = model.meta_ or {}
     df, settings = read_proxies(proxies_table)
-    theirs = meta.get("settings") or {}
-    diff = [k for k in ("space", "resolution", "num_classes", "data", "batch_size", "data_seed",
-                        "seed") if theirs.get(k) is not None and settings.get(k) is not None
-            and theirs.get(k) != settings.get(k)]
-    if diff:
-        raise HwnasError(f"{proxies_table}: scored with other settings than the model was "
-                         "trained on (" + ", ".join(f"{k}: {settings.get(k)!r} vs "
-                                                     f"{theirs.get(k)!r}" for k in diff) + ")")
+    check_compatible(meta.get("settings") or {}, settings, f"{proxies_table}: scored with other "
+                     "settings than the model was trained on")
     X, _ = parzc_features(df, tuple(meta.get("proxies") or ()), meta.get("length"), proxies_table)
     mean = model.predict(X)  # what the search's ParZCEvaluator scores with
     std = model.predict_dist(X, samples=samples)[1]

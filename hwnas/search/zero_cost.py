@@ -129,27 +129,8 @@ def _copy(net: nn.Module) -> nn.Module:
 
 
 # --- data-dependent proxies (one minibatch) ------------------------------------------------------
-def grad_norm(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-              loss_fn: Callable = F.cross_entropy) -> ProxyScore:
-    """Sum over layers of ||dL/dW_l||_F (`measures/grad_norm.py`): one norm per layer."""
-    net = _copy(net)
-    net.zero_grad()
-    loss_fn(net(inputs), targets).backward()
-    norms = [_grad_or_zeros(m).norm().reshape(1) for m in prunable_layers(net)]
-    return _layerwise("grad_norm", norms)
-
-
-def snip(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-         loss_fn: Callable = F.cross_entropy) -> ProxyScore:
-    """|dL/dm * m| at the mask m = 1, i.e. |W * dL/dW| per weight (`measures/snip.py`)."""
-    net = _copy(net)
-    net.zero_grad()
-    loss_fn(net(inputs), targets).backward()
-    return _layerwise("snip", [(m.weight * _grad_or_zeros(m)).abs() for m in prunable_layers(net)])
-
-
 def _grad_norm_and_snip(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                        loss_fn: Callable) -> tuple[ProxyScore, ProxyScore]:
+                        loss_fn: Callable = F.cross_entropy) -> tuple[ProxyScore, ProxyScore]:
     """`grad_norm` and `snip` from one backward pass (both read dL/dW of the same loss)."""
     net = _copy(net)
     net.zero_grad()
@@ -157,6 +138,18 @@ def _grad_norm_and_snip(net: nn.Module, inputs: torch.Tensor, targets: torch.Ten
     layers = prunable_layers(net)
     return (_layerwise("grad_norm", [_grad_or_zeros(m).norm().reshape(1) for m in layers]),
             _layerwise("snip", [(m.weight * _grad_or_zeros(m)).abs() for m in layers]))
+
+
+def grad_norm(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+              loss_fn: Callable = F.cross_entropy) -> ProxyScore:
+    """Sum over layers of ||dL/dW_l||_F (`measures/grad_norm.py`): one norm per layer."""
+    return _grad_norm_and_snip(net, inputs, targets, loss_fn)[0]
+
+
+def snip(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+         loss_fn: Callable = F.cross_entropy) -> ProxyScore:
+    """|dL/dm * m| at the mask m = 1, i.e. |W * dL/dW| per weight (`measures/snip.py`)."""
+    return _grad_norm_and_snip(net, inputs, targets, loss_fn)[1]
 
 
 def grasp(net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
