@@ -628,12 +628,16 @@ def generate_cmd(
     out: Path = typer.Option(None, help="The arch.json to write (default RUN/arch-<budget>ms"
                                         ".json)."),
     json_: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    calibrate: bool = typer.Option(True, help="Condition the generator on the C' (of a grid over "
+                                              "the trained range) whose network is the costliest "
+                                              "under the budget by the profile's predictor; "
+                                              "--no-calibrate: the paper's argmax AG(budget)."),
 ) -> None:
     """The architecture a ShiftNAS run's generator gives for a latency budget, no search: writes
     an arch.json ready for `hwnas export`."""
     from hwnas.search.shiftnas_run import generate
 
-    result = generate(run, budget_ms)
+    result = generate(run, budget_ms, calibrate=calibrate)
     path = out if out is not None else run / f"arch-{budget_ms:g}ms.json"
     result["arch"].save(path)
     if json_:

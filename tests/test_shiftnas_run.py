@@ -275,3 +275,53 @@ def test_report_shows_the_bin_distribution(shift_run, profile_dir, tmp_path) -> 
     assert page.count("data:image/png") >= 2  # the bin distribution and the budget tracking
     lo, hi = summary["trained_range_ms"]
     assert f"{lo:.4g} .. {hi:.4g} ms" in page
+
+
+def test_calibrated_generate_is_the_costliest_under_budget(shift_run) -> None:
+    """`calibrate` conditions the AG on the grid C' whose arch is the costliest under the budget;
+    the grid holds the budget itself, so a plain argmax AG(budget) that meets the budget is never
+    beaten by a cheaper calibrated answer."""
+    config, summary = shift_run
+    lo, hi = summary["trained_range_ms"]
+    for b in np.linspace(lo, hi, 8)[1:]:
+        raw = generate(config.out, float(b), calibrate=False)
+        cal = generate(config.out, float(b))
+        assert raw["condition_ms"] == pytest.approx(b) and not raw["calibrated"]
+        assert cal["calibrated"] and cal["arch"].meta["condition_ms"] == cal["condition_ms"]
+        assert cal["met"] and cal["lut_ms"] <= b + 1e-9
+        if raw["met"]:
+            assert cal["lut_ms"] >= raw["lut_ms"] - 1e-9
+
+
+@pytest.fixture(scope="module")
+def nets_only_dir(tmp_path_factory) -> Path:
+    """A nets-only profile: 60 whole networks of the ofa space measured on ort-cpu (quick
+    protocol), kept without their lookup table, as an imported table of published latencies."""
+    import shutil
+
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("nets-only")
+    Profiler(ProfileConfig(device="ort-cpu", space="ofa", resolution=RES, width=WIDTH, nets=60,
+                           out=tmp / "full", protocol=Protocol.quick())).run()
+    out = tmp / "nets-only"
+    out.mkdir()
+    shutil.copy(tmp / "full" / "nets.parquet", out / "nets.parquet")
+    record = json.loads((tmp / "full" / "device.json").read_text())
+    (out / "device.json").write_text(json.dumps({**record, "nets_only": True}))
+    return out
+
+
+def test_a_nets_only_profile_trains_on_its_learned_additive_table(nets_only_dir, tmp_path) -> None:
+    out = tmp_path / "run"
+    summary = run_shiftnas(_config(nets_only_dir, out, steps=4, ag_warmup=60, eval_bins=False))
+    info = json.loads((out / "bins.json").read_text())
+    table = info["cost_table"]
+    assert table["predictor"].startswith("additive:") and table["n_train"] == 60
+    assert "learned from the profile's 60 measured networks" in table["note"]
+    assert table["log_half_width"] > 0 and table["cv_mape"] < 0.5
+    assert "additive table" in summary["latency_note"]
+    lo, hi = summary["trained_range_ms"]
+    r = generate(out, float((lo + hi) / 2))
+    assert r["predictor"] == table["predictor"] and r["predicted_ms"] == pytest.approx(r["lut_ms"])
+    low, high = r["interval_ms"]
+    assert low < r["predicted_ms"] < high

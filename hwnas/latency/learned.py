@@ -48,6 +48,14 @@ FAMILIES = {
 SAFE_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 
 
+def conformal_q(oof: np.ndarray, y: np.ndarray, alpha: float) -> float:
+    """The conformal half-width in log space: the ceil((n + 1)(1 - alpha)) / n quantile of the
+    absolute out-of-fold log residuals |log(oof / y)| (split-conformal's finite-sample level)."""
+    res = np.sort(np.abs(np.log(np.asarray(oof, dtype=float) / np.asarray(y, dtype=float))))
+    level = min(1.0, math.ceil((res.size + 1) * (1 - alpha)) / res.size)
+    return float(np.quantile(res, level, method="higher"))
+
+
 class NetworkPredictor(LatencyPredictor):
     """`fit(lut, archs, latency_ms)`, `predict(archs)`, `interval(archs)` (coverage 1 - alpha).
 
@@ -131,9 +139,7 @@ class NetworkPredictor(LatencyPredictor):
                 oof[f][te] = self._predict_one(f, model, x[te], s[te])
         self.cv_mape_ = {f: float(np.mean(np.abs(oof[f] - y) / y)) for f in self.families}
         self.family_ = min(self.cv_mape_, key=self.cv_mape_.get)
-        res = np.sort(np.abs(np.log(oof[self.family_] / y)))
-        level = min(1.0, math.ceil((y.size + 1) * (1 - self.alpha)) / y.size)
-        self.q_ = float(np.quantile(res, level, method="higher"))
+        self.q_ = conformal_q(oof[self.family_], y, self.alpha)
         self.alpha_ = self.alpha
         self.model_ = self._fit_one(self.family_, x, s, y)
         self.n_train_ = int(y.size)

@@ -30,7 +30,11 @@ Costs [reconstruction]: per slot the ABSOLUTE milliseconds of each choice from t
 lookup table (`LookupTablePredictor.table_`; `skip` = 0) with the one-hot p of the closed
 one-hots (Eq. 10 `mode="absolute"`): a table prices whole blocks, not channel chunks, and the
 incremental mode of the paper gives the same number (see `hwnas.search.shiftnas`); the fixed
-stem + head cost is added to the sum. The bins: `ComplexityBins.from_samples` over the table cost
+stem + head cost is added to the sum. A nets-only profile (an imported table of published
+latencies, e.g. one GPU column of HELP's OFA file) has no table of blocks: its costs are those
+of `hwnas.latency.additive.AdditivePredictor`, a table learned by least squares from its
+measured networks (the cost model is then a learned predictor, and `generate` prices with it,
+interval included). The bins: `ComplexityBins.from_samples` over the table cost
 of `bin_samples` (2,000) uniformly sampled valid archs (`OFASpace.sample`), K = 8 quantile bins.
 
 `run_shiftnas(config)`, per step [paper unless marked]:
@@ -62,7 +66,10 @@ of `bin_samples` (2,000) uniformly sampled valid archs (`OFASpace.sample`), K = 
 `generate(run, budget_ms)`: reads generator.safetensors and bins.json only (and the profile, when
 still there, for its best predictor's latency and interval); a budget outside the trained range
 [lo, hi] of the bins is refused; otherwise the AG's `argmax(C)` -> indices -> `from_indices` ->
-an `Arch` of the profile's space. No repair: an arch over the budget is reported (`met`).
+an `Arch` of the profile's space. With `calibrate` (the default; `hwnas generate --no-calibrate`
+is the paper's plain argmax AG(budget)) the AG is conditioned on the C' of a grid over the
+trained range whose arch is the costliest under the budget [reconstruction]: still the AG's own
+output, no search over architectures. An arch over the budget is reported (`met`), never hidden.
 """
 
 from __future__ import annotations
@@ -84,6 +91,7 @@ from hwnas._io import atomic_path, write_json
 from hwnas.data import ImageData, check_spec, load_data
 from hwnas.errors import HwnasError
 from hwnas.latency import LookupTablePredictor, best_predictor
+from hwnas.latency.additive import AdditivePredictor
 from hwnas.profile.reader import Profile
 from hwnas.search.run import training_space
 from hwnas.search.shiftnas import (
@@ -347,8 +355,12 @@ def evaluate_arch(net: ShiftSupernet, indices: Sequence[int], data: ImageData, s
 # ---- costs -----------------------------------------------------------------------------------
 
 
-def cost_table(lut: LookupTablePredictor) -> tuple[list[torch.Tensor], float]:
-    """(per slot: the absolute table ms of each choice, `skip` = 0; the fixed stem + head ms)."""
+CostModel = LookupTablePredictor | AdditivePredictor
+
+
+def cost_table(lut: CostModel) -> tuple[list[torch.Tensor], float]:
+    """(per slot: the absolute table ms of each choice, `skip` = 0; the fixed stem + head ms), of
+    a measured lookup table or of the additive table learned from a nets-only profile."""
     space = lut.space_
     table = [torch.tensor(lut.table_[i, :len(layer.choices)], dtype=torch.get_default_dtype())
              for i, layer in enumerate(space.layers)]
@@ -447,7 +459,8 @@ def run_shiftnas(config: ShiftNASConfig, progress: Callable[[dict], None] | None
 
 def check_run_folder(config: ShiftNASConfig) -> None:
     """The checks made before anything is shown or written: the profile (space `ofa`, with a
-    lookup table), and an `out` that already holds a run while `resume` is True (no resume)."""
+    lookup table or measured networks), and an `out` that already holds a run while `resume`
+    is True (no resume)."""
     _load_profile(config.profile)
     present = [name for name in RUN_FILES if (config.out / name).exists()]
     if present and config.resume:
@@ -464,15 +477,33 @@ def _prepare_out(config: ShiftNASConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _load_profile(path: Path) -> tuple[Profile, LookupTablePredictor]:
+def _load_profile(path: Path) -> tuple[Profile, CostModel]:
+    """The profile and its cost model: the measured lookup table, or for a nets-only profile
+    (an imported latency table) the additive table learned from its networks."""
     profile = Profile.load(path)
     if profile.space.name != "ofa":
         raise HwnasError(f"{profile.root}: ShiftNAS needs a profile of space 'ofa', this one is "
                          f"{profile.space.name!r}")
-    if not len(profile.ops):
-        raise HwnasError(f"{profile.root}: the profile has no lookup table (ops.parquet): "
-                         "ShiftNAS prices choices per slot")
-    return profile, LookupTablePredictor.from_profile(profile)
+    if len(profile.ops):
+        return profile, LookupTablePredictor.from_profile(profile)
+    if not len(profile.nets):
+        raise HwnasError(f"{profile.root}: the profile has neither a lookup table (ops.parquet) "
+                         "nor measured networks (nets.parquet): ShiftNAS prices choices per slot")
+    return profile, AdditivePredictor.from_profile(profile)
+
+
+def _cost_kind(model: CostModel) -> str:
+    if isinstance(model, AdditivePredictor):
+        return (f"the additive table learned from the profile's {model.n_train_} measured "
+                f"networks (cross-validated MAPE {model.cv_mape_:.3f})")
+    return "the profile's lookup table"
+
+
+def _latency_model(profile: Profile):
+    """What `generate` prices an arch with: the profile's best predictor; None for a nets-only
+    profile (whose table of nets holds few of the generator's archs): then the run's own cost
+    table, the additive table learned at training, with its conformal interval."""
+    return best_predictor(profile) if len(profile.ops) else None
 
 
 def _index_of(space: SearchSpace, names: Callable[[tuple[str, ...]], str]) -> list[int]:
@@ -611,7 +642,7 @@ def _history_columns(k: int) -> list[str]:
 
 
 def _save_run(out: Path, config: ShiftNASConfig, net: ShiftSupernet, ag: ArchitectureGenerator,
-              bins: ComplexityBins, lut: LookupTablePredictor, pspace: SearchSpace,
+              bins: ComplexityBins, lut: CostModel, pspace: SearchSpace,
               decisions: list[int], history: list[dict], updates: list[dict]) -> None:
     from safetensors.torch import save_file
 
@@ -627,12 +658,16 @@ def _save_run(out: Path, config: ShiftNASConfig, net: ShiftSupernet, ag: Archite
         save_file(tensors(net), str(tmp), metadata={"format": FORMAT,
                                                     "space": json.dumps(net.space.settings())})
     costs, fixed = cost_table(lut)
+    learned = ({"predictor": lut.name, "log_half_width": lut.q_, "coverage": lut.coverage,
+                "cv_mape": lut.cv_mape_, "n_train": lut.n_train_}
+               if isinstance(lut, AdditivePredictor) else {})
     write_json(out / "bins.json", {
         "format": FORMAT, "mode": config.bin_mode, "edges": bins.edges.tolist(),
         "probs": bins.probs().detach().tolist(), "history": updates,
         "space": {"name": pspace.name, **pspace.settings()},
         "cost_table": {"fixed_ms": fixed, "choices_ms": [c.tolist() for c in costs],
-                       "note": "absolute lookup-table ms per slot and choice (skip = 0)"},
+                       "note": f"absolute ms per slot and choice (skip = 0) of "
+                               f"{_cost_kind(lut)}", **learned},
         "profile": str(config.profile.resolve())})
     with atomic_path(out / "history.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=_history_columns(bins.k), extrasaction="ignore")
@@ -649,7 +684,7 @@ def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def _summary(config: ShiftNASConfig, profile: Profile, lut: LookupTablePredictor,
+def _summary(config: ShiftNASConfig, profile: Profile, lut: CostModel,
              pspace: SearchSpace, tspace: SearchSpace, net: ShiftSupernet, ag: ArchitectureGenerator,
              bins: ComplexityBins, data: ImageData, history: list[dict], ag_warmup_rc: list[float],
              updates: list[dict]) -> dict:
@@ -678,7 +713,8 @@ def _summary(config: ShiftNASConfig, profile: Profile, lut: LookupTablePredictor
                                             [r["lut_ms"] for r in per_bin]),
         "accuracy_note": ("valid_acc: the AG's arch for each bin centre inside the supernet "
                           "(shared weights, BatchNorm recalibrated) on the proxy task"),
-        "latency_note": (f"lookup-table ms of profile {profile.name} ({pspace.name}, resolution "
+        "latency_note": (f"ms of {_cost_kind(lut)}, profile {profile.name} ({pspace.name}, "
+                         f"resolution "
                          f"{pspace.resolution}, width {pspace.width:g}); the proxy task trained at "
                          f"resolution {tspace.resolution}, width {tspace.width:g}"),
     }
@@ -712,11 +748,34 @@ def _read_run(run: Path) -> tuple[dict, dict, dict[str, torch.Tensor]]:
     return info, meta, state
 
 
-def generate(run_dir: Path | str, budget_ms: float) -> dict:
+CALIBRATION_GRID = 256
+
+
+def _table_ms(table: dict, idx: np.ndarray) -> np.ndarray:
+    """The run's cost table (bins.json) summed over (N, layers) canonical index rows."""
+    choices = table["choices_ms"]
+    return np.array([float(table["fixed_ms"]) + sum(float(choices[i][int(j)])
+                                                     for i, j in enumerate(row)) for row in idx])
+
+
+def generate(run_dir: Path | str, budget_ms: float, calibrate: bool = True) -> dict:
     """The AG's architecture for a latency budget (see the module docstring): a dict with
-    `arch` (an `Arch` of the profile's space, its `meta` saying how it was made), `lut_ms`,
-    `predicted_ms` / `interval_ms` / `predictor` (the profile's best predictor; None when the
-    profile is not readable, `predictor_note` says why), `met` and `trained_range_ms`."""
+    `arch` (an `Arch` of the profile's space, its `meta` saying how it was made), `lut_ms` (the
+    run's cost table), `predicted_ms` / `interval_ms` / `predictor` (the profile's best
+    predictor, the learned additive table for a nets-only profile; None when the profile is not
+    readable, `predictor_note` says why), `met`, `condition_ms` (the C the AG was given) and
+    `trained_range_ms`.
+
+    `calibrate=False` is the paper's deployment: argmax AG(C = budget). `calibrate=True`
+    [reconstruction, not in the paper; the default] conditions the AG on the C' of a grid of
+    `CALIBRATION_GRID` values over the trained range (and the budget itself) whose argmax arch
+    costs the most without exceeding the budget by the latency model that reports it (the
+    profile's best predictor, the additive table of a nets-only profile; the run's cost table
+    when the profile cannot be read): the generator's
+    mapping C -> cost is monotone but off by a few percent on both sides, and a user asking for
+    a budget wants a network under it. The architecture is still one the AG emits; nothing is
+    searched outside the AG's outputs, and no network is trained or measured. When no C' gives
+    a network under the budget, the cheapest is returned (`met` False)."""
     run = Path(run_dir)
     info, meta, state = _read_run(run)
     lo, hi = float(info["edges"][0]), float(info["edges"][-1])
@@ -736,29 +795,56 @@ def generate(run_dir: Path | str, budget_ms: float) -> dict:
     sp = info["space"]
     channels = tuple(sp["channels"]) if sp.get("channels") else None
     space = get_space(sp["name"], sp["resolution"], sp["width"], sp["num_classes"], channels)
-    idx = space.canonical_indices(ag.argmax(float(budget_ms)).numpy()[None, :])[0]
     table = info["cost_table"]
-    lut_ms = float(table["fixed_ms"]) + float(sum(table["choices_ms"][i][int(j)]
-                                                  for i, j in enumerate(idx)))
-    predicted, interval, predictor, note = None, None, None, ""
-    try:
-        profile = Profile.load(info["profile"])
-        best = best_predictor(profile)
+    model, note = None, ""
+    learned = "log_half_width" in table  # the additive table of a nets-only profile
+    if not learned:
+        try:
+            model = _latency_model(Profile.load(info["profile"]))
+        except HwnasError as e:
+            note = f"no best-predictor latency: {e}"
+
+    def price(rows: np.ndarray) -> np.ndarray:
+        """What the budget is held to: the latency model, else the run's cost table."""
+        if model is None:
+            return _table_ms(table, rows)
+        return np.asarray(model.predict([space.from_indices(r) for r in rows]), dtype=float)
+
+    condition = float(budget_ms)
+    idx = space.canonical_indices(ag.argmax(condition).numpy()[None, :])[0]
+    if calibrate:
+        grid = np.unique(np.append(np.linspace(lo, hi, CALIBRATION_GRID), condition))
+        rows = space.canonical_indices(ag.argmax(torch.tensor(grid, dtype=torch.float32)).numpy())
+        distinct, inverse = np.unique(rows, axis=0, return_inverse=True)
+        ms = price(distinct)[inverse.reshape(-1)]
+        under = np.flatnonzero(ms <= budget_ms)
+        if under.size:  # the costliest under budget; of equal costs, the C' nearest the budget
+            best = under[np.lexsort((np.abs(grid[under] - budget_ms), -ms[under]))[0]]
+        else:
+            best = int(np.argmin(ms))
+        condition, idx = float(grid[best]), rows[best]
+    lut_ms = float(_table_ms(table, idx[None, :])[0])
+    predicted, interval, predictor = None, None, None
+    if learned:
+        q = float(table["log_half_width"])
+        predicted, interval, predictor = lut_ms, [lut_ms * math.exp(-q), lut_ms * math.exp(q)], \
+            str(table.get("predictor", "additive"))
+    elif model is not None:
         plain = space.from_indices(idx)
-        predicted = float(best.predict([plain])[0])
-        bounds = best.interval([plain])
+        predicted = float(model.predict([plain])[0])
+        bounds = model.interval([plain])
         interval = [float(bounds[0][0]), float(bounds[1][0])] if bounds is not None else None
-        predictor = best.name
-    except HwnasError as e:
-        note = f"no best-predictor latency: {e}"
+        predictor = model.name
     ms = predicted if predicted is not None else lut_ms
     arch = space.from_indices(idx)
     arch = Arch(arch.space, arch.choices, arch.resolution, arch.width, arch.num_classes,
                 arch.channels, {"method": "shiftnas", "sampling": meta.get("sampling"),
-                                "budget_ms": float(budget_ms), "lut_ms": round(lut_ms, 6),
+                                "budget_ms": float(budget_ms), "condition_ms": condition,
+                                "calibrated": bool(calibrate), "lut_ms": round(lut_ms, 6),
                                 "predicted_ms": None if predicted is None else round(predicted, 6),
                                 "predictor": predictor, "run": run.name})
     return {"arch": arch, "choices": list(arch.choices), "budget_ms": float(budget_ms),
             "lut_ms": lut_ms, "predicted_ms": predicted, "interval_ms": interval,
             "predictor": predictor, "predictor_note": note, "met": bool(ms <= budget_ms),
+            "condition_ms": condition, "calibrated": bool(calibrate),
             "trained_range_ms": [lo, hi]}
