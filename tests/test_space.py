@@ -360,6 +360,7 @@ def test_distinct_ops_unique_and_complete(name: str) -> None:
     assert len({op.key for op in ops}) == len(ops)
     assert ops == sorted(ops)
     every = set(space.fixed_ops())
+    every.update(getattr(space, "extra_ops", list)())
     for i, layer in enumerate(space.layers):
         for j in range(len(layer.choices)):
             every.update(space.choice_ops(i, j))

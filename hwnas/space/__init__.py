@@ -6,6 +6,13 @@ from hwnas.errors import HwnasError
 from hwnas.space.arch import Arch
 from hwnas.space.base import Layer, SearchSpace
 from hwnas.space.fbnet import FBNetImageNetSpace, FBNetSpace
+from hwnas.space.fbnetv5 import (
+    FBNetV5ClsSpace,
+    FBNetV5DetSpace,
+    FBNetV5ProfileSpace,
+    FBNetV5SegSpace,
+    FBNetV5Space,
+)
 from hwnas.space.nb201 import NB201Space
 from hwnas.space.ofa import OFASpace
 from hwnas.space.ops import OpSpec
@@ -13,7 +20,8 @@ from hwnas.space.proxyless import ProxylessSpace
 
 SPACES: dict[str, type[SearchSpace]] = {
     cls.name: cls for cls in (ProxylessSpace, FBNetSpace, FBNetImageNetSpace, NB201Space,
-                              OFASpace)
+                              OFASpace, FBNetV5ProfileSpace, FBNetV5ClsSpace, FBNetV5SegSpace,
+                              FBNetV5DetSpace)
 }
 
 
@@ -35,4 +43,6 @@ def space_of(arch: Arch) -> SearchSpace:
 
 
 __all__ = ["Arch", "Layer", "OpSpec", "SearchSpace", "SPACES", "get_space", "space_of",
-           "ProxylessSpace", "FBNetSpace", "FBNetImageNetSpace", "NB201Space", "OFASpace"]
+           "ProxylessSpace", "FBNetSpace", "FBNetImageNetSpace", "NB201Space", "OFASpace",
+           "FBNetV5Space", "FBNetV5ProfileSpace", "FBNetV5ClsSpace", "FBNetV5SegSpace",
+           "FBNetV5DetSpace"]

@@ -134,6 +134,34 @@ class FeatureMix(nn.Module):
         return self.act(self.conv(x.mean((2, 3), keepdim=True)))
 
 
+class UpConv(nn.Module):
+    """`upconv`: kxk conv (no bias, 'same' padding) -> BN -> activation at the input size, then
+    nearest upsampling by `scale` (HRNet's fusion from a low- to a high-resolution path: conv
+    first, where it is cheaper). One Conv (BN folded) + Resize node on export."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, scale: int = 2,
+                 act: str = "none") -> None:
+        super().__init__()
+        self.conv = conv_bn(cin, cout, kernel, 1, act=act)
+        self.up = nn.Upsample(scale_factor=scale, mode="nearest")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.conv(x))
+
+
+class SegHead(nn.Module):
+    """`seghead`: kxk conv with bias ('same' padding) to per-pixel class logits, then bilinear
+    upsampling by `scale` (align_corners=False). One Conv + Resize node on export."""
+
+    def __init__(self, cin: int, num_classes: int, kernel: int = 1, scale: int = 2) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, num_classes, kernel, 1, kernel // 2, bias=True)
+        self.up = nn.Upsample(scale_factor=scale, mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.conv(x))
+
+
 # --- single ops of arbitrary CNNs (the `generic` kinds of OpSpec) ----------------------------
 
 def pool_padding(kernel: int) -> int:
@@ -166,7 +194,9 @@ class Elementwise(nn.Module):
 
     The second operand is a constant buffer (a graph initializer on export), so the block has
     one input like every other block yet reads two full tensors, as a residual add or an
-    elementwise product in a network does.
+    elementwise product in a network does. Inside a network the second operand is a tensor of
+    the network (`forward(x, other)`, e.g. the fusion adds of `hwnas.space.fbnetv5`): the same
+    Add / Mul node, with a second input instead of an initializer.
     """
 
     def __init__(self, op: str, channels: int, h: int, w: int, act: str = "none") -> None:
@@ -177,8 +207,9 @@ class Elementwise(nn.Module):
         self.register_buffer("other", torch.full((1, channels, h, w), 0.5))
         self.act = ACTIVATIONS[act]()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x + self.other if self.op == "add" else x * self.other
+    def forward(self, x: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+        other = self.other if other is None else other
+        y = x + other if self.op == "add" else x * other
         return self.act(y)
 
 

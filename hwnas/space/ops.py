@@ -21,9 +21,12 @@ KINDS = ("conv", "mbconv", "fbconv", "identity", "classifier",
 CELL_KINDS = ("reluconvbn", "avgpool_excl", "resblock", "bn_classifier")
 # The blocks of Once-for-All's MobileNetV3 space (`hwnas.space.ofa`), out of KINDS likewise.
 MBV3_KINDS = ("mbv3conv", "featuremix")
-ALL_KINDS = KINDS + CELL_KINDS + MBV3_KINDS
+# The multi-path blocks of the FBNetV5-style space (`hwnas.space.fbnetv5`), out of KINDS likewise.
+MULTIPATH_KINDS = ("upconv", "seghead")
+UPSAMPLING = MULTIPATH_KINDS  # `stride` is the upsampling factor: out = in x stride
+ALL_KINDS = KINDS + CELL_KINDS + MBV3_KINDS + MULTIPATH_KINDS
 SHAPE_KEEPING = ("maxpool", "avgpool", "gap", "add", "mul", "act", "avgpool_excl")  # cout == cin
-NO_ACTIVATION = ("maxpool", "avgpool", "gap", "avgpool_excl")  # act is always "none"
+NO_ACTIVATION = ("maxpool", "avgpool", "gap", "avgpool_excl", "seghead")  # act always "none"
 
 
 @dataclass(frozen=True, order=True)
@@ -43,6 +46,11 @@ class OpSpec:
     when expand == 1, kxk depthwise conv-BN-act, squeeze-excite when `se`, 1x1 project conv-BN,
     residual when stride 1 and cin == cout), `featuremix` (global pool -> 1x1 conv without bias or
     BN -> act; output 1x1).
+    Multi-path blocks (`hwnas.space.fbnetv5`), whose `stride` is an UPSAMPLING factor (output
+    size = input size x stride): `upconv` (kxk conv-BN-act at the input size, then nearest
+    upsampling: HRNet's fusion from a low- to a high-resolution path), `seghead` (kxk conv with
+    bias, then bilinear upsampling, align_corners=False: per-pixel class logits; act always
+    "none").
     h, w: input spatial size; cout of a classifier is the number of classes; the shape-keeping
     kinds have cout == cin; pooling kinds always have act "none".
     """
@@ -147,6 +155,9 @@ def _check_generic(op: OpSpec) -> None:
         raise ValueError(f"resblock with stride 2 needs an even input size, got {op.h}x{op.w}")
     if op.kind == "resblock" and op.stride > 2:
         raise ValueError(f"resblock takes stride 1 or 2, got {op.stride}")
+    if op.kind in UPSAMPLING and (op.groups != 1 or op.kernel % 2 == 0):
+        raise ValueError(f"{op.kind} takes groups 1 and an odd kernel ('same' padding), got "
+                         f"groups {op.groups}, kernel {op.kernel}")
     if op.kind == "conv" and (op.cin % op.groups or op.cout % op.groups):
         raise ValueError(f"conv groups ({op.groups}) must divide cin ({op.cin}) and cout "
                          f"({op.cout})")
@@ -156,6 +167,8 @@ def _out_size(op: OpSpec, size: int) -> int:
     """Output height/width: 'same' padding for convs and blocks; 1 for global ops."""
     if op.kind in ("classifier", "gap", "linear", "bn_classifier", "featuremix"):
         return 1
+    if op.kind in UPSAMPLING:
+        return size * op.stride
     if op.kind in ("maxpool", "avgpool"):
         return (size + 2 * blocks.pool_padding(op.kernel) - op.kernel) // op.stride + 1
     return (size - 1) // op.stride + 1
@@ -180,6 +193,10 @@ def _build_generic(op: OpSpec) -> nn.Module:
         return _build_cell_kind(op)
     if op.kind == "featuremix":
         return blocks.FeatureMix(op.cin, op.cout, op.act)
+    if op.kind == "upconv":
+        return blocks.UpConv(op.cin, op.cout, op.kernel, op.stride, op.act)
+    if op.kind == "seghead":
+        return blocks.SegHead(op.cin, op.cout, op.kernel, op.stride)
     if op.kind == "linear":
         return blocks.linear(op.cin, op.cout, op.act)
     if op.kind in ("maxpool", "avgpool"):
