@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -419,11 +420,14 @@ def _print_kernels(result: dict, path: Path) -> None:
 def search(
     profile: Path = typer.Option(None, help="Profile folder of the target device (its latency "
                                             "predictor)."),
-    budget_ms: float = typer.Option(None, help="Latency budget on that device (ms)."),
+    budget_ms: str = typer.Option(None, help="Latency budget on that device (ms); with --method "
+                                             "fbnetv5 one per task: cls=X,seg=Y,det=Z."),
     out: Path = typer.Option(Path("runs/search"), help="Run folder."),
-    method: str = typer.Option(None, help="proxyless | shiftnas | evolution | random | reinforce | "
-                                          "tpe | nsga2 [default: proxyless; evolution when "
-                                          "--accuracy-table is given]."),
+    method: str = typer.Option(None, help="proxyless | shiftnas | fbnetv5 | evolution | random | "
+                                          "reinforce | tpe | nsga2 [default: proxyless; "
+                                          "evolution when --accuracy-table is given]."),
+    tasks: str = typer.Option(None, help="With --method fbnetv5: the tasks searched together, "
+                                         "a comma list of cls, seg, det (default all three)."),
     space: str = typer.Option("nb201", help="Search space of a strategy search (the space of "
                                             "the tables; with --profile, the profile's)."),
     accuracy_table: Path = typer.Option(None, help="CSV/parquet: arch index or arch string -> "
@@ -469,7 +473,7 @@ def search(
     proxies_table: Path = typer.Option(None, help="A `hwnas proxies` file to read scores from "
                                        "instead of computing them (same settings)."),
     steps: int = typer.Option(None, help="With --method shiftnas: joint supernet + generator "
-                              "steps (default 300)."),
+                              "steps; with fbnetv5: search steps (default 300 for both)."),
     bins: int = typer.Option(None, help="With --method shiftnas: complexity bins (quantiles of "
                              "sampled latencies) (default 8)."),
     lambda_rc: float = typer.Option(None, help="With --method shiftnas: weight of the resource "
@@ -498,6 +502,12 @@ def search(
     --lambda-rc, --shift-warmup, --shift-every, --sampling); then `hwnas generate RUN
     --budget-ms X` writes the arch for a budget (with --budget-ms here, RUN/arch.json too).
 
+    --method fbnetv5: FBNetV5 on a profile of space fbnetv5: one supernet of skippable blocks
+    over two resolution paths, one keep/skip distribution per task (--tasks cls,seg,det), one
+    forward and backward per step for all tasks (REINFORCE with importance sampling), a budget
+    per task (--budget-ms cls=X,seg=Y,det=Z); writes RUN/<task>/arch.json. --data takes
+    multitask:digits (the default for this method) or multitask:FOLDER.
+
     --method evolution | random | reinforce | tpe | nsga2 (evolution is the default with
     --accuracy-table): a strategy proposes architectures, each scored from --accuracy-table and
     priced by --profile or --latency-table/--device (a constraint <= --budget-ms, checked before
@@ -510,6 +520,24 @@ def search(
 
     if method is None:
         method = "proxyless" if accuracy_table is None and evaluator == "table" else "evolution"
+    if method == "fbnetv5":
+        _check_gradient_method_options(method, evaluator, proxies_table, accuracy_table,
+                                       latency_table, device)
+        if profile is None:
+            raise HwnasError("--method fbnetv5 needs --profile DIR (a profile of space fbnetv5)")
+        shift_only = [k for k, v in (("--bins", bins), ("--lambda-rc", lambda_rc),
+                                     ("--shift-warmup", shift_warmup),
+                                     ("--shift-every", shift_every), ("--sampling", sampling),
+                                     ("--ag-warmup", ag_warmup)) if v is not None]
+        if shift_only:
+            raise HwnasError(f"{', '.join(shift_only)}: for --method shiftnas")
+        _fbnetv5_search(profile, budget_ms, tasks, out,
+                        "multitask:digits" if data == "digits" else data, batch_size,
+                        train_resolution, seed, resume, steps)
+        return
+    if tasks is not None:
+        raise HwnasError("--tasks: for --method fbnetv5")
+    budget_ms = _budget_number(budget_ms)
     shift_opts = {"--steps": steps, "--bins": bins, "--lambda-rc": lambda_rc,
                   "--shift-warmup": shift_warmup, "--shift-every": shift_every,
                   "--sampling": sampling, "--ag-warmup": ag_warmup}
@@ -559,6 +587,49 @@ def search(
     console.print(f"arch: {out / 'arch.json'}  predicted {pred:.3f} ms vs budget {budget_ms} ms: "
                   f"{'met' if summary.get('met') else '[red]NOT met[/]'}"
                   if isinstance(pred, (int, float)) else f"done: {out}")
+
+
+def _budget_number(text: str | None) -> float | None:
+    """--budget-ms of every method but fbnetv5: one number of ms."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise HwnasError(f"--budget-ms {text!r} is not a number of ms (per-task budgets "
+                         "TASK=MS are for --method fbnetv5)") from None
+    if not (math.isfinite(value) and value > 0):
+        raise HwnasError(f"--budget-ms must be a positive number of ms, got {text}")
+    return value
+
+
+def _fbnetv5_search(profile: Path, budgets: str | None, tasks: str | None, out: Path, data: str,
+                    batch_size: int, train_resolution: int, seed: int, resume: bool,
+                    steps: int | None) -> None:
+    """`hwnas search --method fbnetv5` (see `search`)."""
+    from hwnas.search.fbnetv5_run import FBNetV5Config, check_run_folder, run_fbnetv5
+
+    options = {"steps": steps} if steps is not None else {}
+    config = FBNetV5Config(profile=profile, out=out, tasks=tasks or "cls,seg,det",
+                           budgets_ms=budgets, data=data, batch_size=batch_size,
+                           train_resolution=train_resolution, seed=seed, resume=resume,
+                           **options)
+    check_run_folder(config)  # before the progress bar
+    from rich.progress import Progress
+
+    with Progress(console=console) as bar:
+        task = bar.add_task(f"fbnetv5 ({','.join(config.tasks)})", total=config.steps)
+
+        def progress(row: dict) -> None:
+            bar.update(task, completed=row["step"] + 1, total=row["steps_total"])
+
+        summary = run_fbnetv5(config, progress)
+    for t, r in summary["per_task"].items():
+        budget = r["budget_ms"]
+        met = "" if budget is None else (
+            f" vs budget {budget:g} ms: " + ("met" if r["met"] else "[red]NOT met[/]"))
+        console.print(f"{t}: {r['arch']}  bits {r['bits']}  table {r['lut_ms']:.4g} ms{met}  "
+                      f"{r['metric']} {r['valid_metric']:.3f} (in the supernet)")
 
 
 def _check_gradient_method_options(method: str, evaluator: str, proxies_table: Path | None,
