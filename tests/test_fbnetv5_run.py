@@ -213,3 +213,24 @@ def test_bits_of_the_derived_arch_follow_the_probabilities(profile_dir, tmp_path
     r = summary["per_task"]["seg"]
     probs = np.array(r["keep_probs"])
     assert r["bits"] == "".join("1" if p > 0.5 else "0" for p in probs)
+
+
+def test_a_task_arch_is_priced_and_exported_with_the_profile(profile_dir, tmp_path) -> None:
+    """RUN/<task>/arch.json of a task space is priced by the `fbnetv5` profile's lookup table
+    (`SearchSpace.priced_spaces`) in `hwnas.latency.predict` and in the export manifest."""
+    from hwnas.export.pipeline import ExportConfig, export
+    from hwnas.latency import predict
+
+    prof = Profile.load(profile_dir)
+    arch = prof.space.for_task("seg").arch(["keep", "skip"] * 6)
+    p = predict(prof, arch)
+    lut = task_tables(prof, prof.space, ("seg",))["seg"]
+    assert p.ms == pytest.approx(float(lut.predict([arch])[0]))
+    assert "fbnetv5-seg priced by the lookup table" in p.note
+    assert sum(r["ms"] for r in p.breakdown) == pytest.approx(p.ms)
+    arch.save(tmp_path / "arch.json")
+    manifests = export(ExportConfig(arch=tmp_path / "arch.json", targets=("onnx",),
+                                       out=tmp_path / "exp", profiles=(profile_dir,)))
+    assert len(manifests) == 1
+    m = json.loads((tmp_path / "exp" / "onnx" / "manifest.json").read_text())
+    assert m["predicted"]["latency_ms"] == pytest.approx(p.ms)

@@ -44,7 +44,7 @@ from hwnas.data import check_spec
 from hwnas.errors import HwnasError
 from hwnas.export.manifest import MANIFEST_VERSION, validate_manifest
 from hwnas.export.targets import PRECISIONS, Target, get_target
-from hwnas.space import Arch, space_of
+from hwnas.space import Arch, get_space, space_of
 
 TOLERANCE_ABS = 1e-4  # fp32: max absolute difference to the torch model
 TOLERANCE_REL_FP16 = 2e-2  # fp16: max |diff| / max |torch output|
@@ -191,6 +191,8 @@ def _profile_for(target: Target, profiles: list, device: str | None):
 def _same_space(prof, arch: Arch) -> str:
     """Why the profile's space cannot price this arch ("" when it can)."""
     s = prof.space
+    if arch.space != s.name and arch.space in s.priced_spaces():
+        s = get_space(arch.space, s.resolution, s.width, None, s.channels)  # a task's space
     for name, mine, theirs in (("space", arch.space, s.name), ("resolution", arch.resolution,
                                s.resolution), ("width", arch.width, s.width)):
         if mine != theirs:

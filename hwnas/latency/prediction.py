@@ -18,7 +18,7 @@ from hwnas.latency.learned import NetworkPredictor
 from hwnas.latency.lut import LookupTablePredictor
 from hwnas.latency.nets_table import NetsTablePredictor
 from hwnas.profile.reader import Profile
-from hwnas.space import Arch, space_of
+from hwnas.space import Arch, get_space, space_of
 
 
 def best_predictor(profile: Profile) -> LatencyPredictor:
@@ -44,12 +44,36 @@ def _as_profiled(profile: Profile, arch: Arch) -> Arch:
     return space.arch(arch.choices)
 
 
+def _predict_sibling(profile: Profile, arch: Arch, predictor: LatencyPredictor | None
+                     ) -> Prediction:
+    """An arch of another space that the profile's space prices (`SearchSpace.priced_spaces`:
+    a task's space of the `fbnetv5` profiling space): its own space at the profile's settings,
+    priced by the profile's lookup table (the learned correction, fitted on the profile's own
+    networks, is not transferred)."""
+    s = profile.space
+    sibling = get_space(arch.space, s.resolution, s.width, arch.num_classes, s.channels)
+    sibling.validate(arch)
+    if predictor is None:
+        predictor = LookupTablePredictor().fit(sibling, profile.lut)
+    ms = float(predictor.predict([arch])[0])
+    bounds = predictor.interval([arch])
+    interval = (float(bounds[0][0]), float(bounds[1][0])) if bounds is not None else None
+    lut = profile.lut
+    breakdown = [{"key": op.key, "kind": op.kind, "ms": lut[op.key], "source": "table"}
+                 for op in sibling.ops(arch) if op.key in lut]
+    return Prediction(ms, interval, predictor.name, breakdown,
+                      f"space {arch.space} priced by the lookup table of profile space {s.name}",
+                      predictor.coverage if interval else None)
+
+
 def predict(profile: Profile, arch: Arch, predictor: LatencyPredictor | None = None
             ) -> Prediction:
     """One arch's `Prediction` on a profile, by `predictor` (default: `best_predictor`)."""
     from hwnas.latency.op_predictor import load_or_fit
 
     space = profile.space
+    if arch.space != space.name and arch.space in space.priced_spaces():
+        return _predict_sibling(profile, arch, predictor)
     predictor = predictor if predictor is not None else best_predictor(profile)
     as_profiled = _as_profiled(profile, arch)
     ms = float(predictor.predict([as_profiled])[0])

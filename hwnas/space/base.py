@@ -160,6 +160,12 @@ class SearchSpace(ABC):
         """The network, block by block from `OpSpec.module()` (the measured code), eval mode."""
         return Network([op.module() for op in self.ops(arch)]).eval()
 
+    def priced_spaces(self) -> tuple[str, ...]:
+        """The spaces whose archs a profile of this space prices (its lookup table holds every op
+        they run): this space, and for a profiling space of several the others too (`fbnetv5`:
+        one table for every task's head)."""
+        return (self.name,)
+
     def distinct_ops(self) -> list[OpSpec]:
         """Every distinct op the space can run at its settings, sorted."""
         ops = set(self.fixed_ops())

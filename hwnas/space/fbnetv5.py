@@ -410,6 +410,10 @@ class FBNetV5ProfileSpace(FBNetV5Space):
     description = ("FBNetV5-style profiling space: the cls network, its profile also prices the "
                    "seg and det heads")
 
+    def priced_spaces(self) -> tuple[str, ...]:
+        """This space and every task's space (`fbnetv5-cls`, `-seg`, `-det`)."""
+        return (self.name, *(TASK_SPACES[t].name for t in TASKS))
+
 
 TASK_SPACES: dict[str, type[FBNetV5Space]] = {
     "cls": FBNetV5ClsSpace, "seg": FBNetV5SegSpace, "det": FBNetV5DetSpace}
