@@ -628,8 +628,8 @@ def _fbnetv5_search(profile: Path, budgets: str | None, tasks: str | None, out: 
         budget = r["budget_ms"]
         met = "" if budget is None else (
             f" vs budget {budget:g} ms: " + ("met" if r["met"] else "[red]NOT met[/]"))
-        console.print(f"{t}: {r['arch']}  bits {r['bits']}  table {r['lut_ms']:.4g} ms{met}  "
-                      f"{r['metric']} {r['valid_metric']:.3f} (in the supernet)")
+        console.print(f"{t}: {r['arch']}  bits {r['bits']}  predicted {r['predicted_ms']:.4g} "
+                      f"ms{met}  {r['metric']} {r['valid_metric']:.3f} (in the supernet)")
 
 
 def _check_gradient_method_options(method: str, evaluator: str, proxies_table: Path | None,

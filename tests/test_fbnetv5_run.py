@@ -107,7 +107,7 @@ def test_a_run_writes_one_arch_per_task(profile_dir, tmp_path) -> None:
         arch = Arch.load(out / t / "arch.json")
         assert arch.space == f"fbnetv5-{t}" and arch.resolution == RES
         r = summary["per_task"][t]
-        assert r["lut_ms"] == pytest.approx(float(tables[t].predict([arch])[0]))
+        assert r["predicted_ms"] == pytest.approx(float(tables[t].predict([arch])[0]))
         assert len(r["bits"]) == 12 and 0.0 <= r["valid_metric"] <= 1.0
     assert summary["per_task"]["cls"]["met"] is True
     assert summary["per_task"]["seg"]["budget_ms"] is None
@@ -140,7 +140,7 @@ def test_latency_weight_lowers_expected_table_and_measured_latency(profile_dir, 
         hist = (out / "history.csv").read_text().splitlines()
         header, last = hist[0].split(","), hist[-1].split(",")
         expected.append(float(last[header.index("cls_expected_ms")]))
-        table.append(summary["per_task"]["cls"]["lut_ms"])
+        table.append(summary["per_task"]["cls"]["predicted_ms"])
         archs.append(Arch.load(out / "cls" / "arch.json"))
     assert all(a >= b for a, b in zip(expected, expected[1:], strict=False)), expected
     assert all(a >= b - 1e-12 for a, b in zip(table, table[1:], strict=False)), table

@@ -17,6 +17,7 @@ the absolute out-of-fold log residuals q gives [pred * exp(-q), pred * exp(q)].
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -156,6 +157,18 @@ class NetworkPredictor(LatencyPredictor):
         """(low, high) with nominal coverage 1 - alpha_ (conformal, see the module docstring)."""
         p = self.predict(archs)
         return p * math.exp(-self.q_), p * math.exp(self.q_)
+
+    def transfer(self, lut: LookupTablePredictor) -> NetworkPredictor:
+        """This correction on another table (of a space the profile's space also prices,
+        `SearchSpace.priced_spaces`): only a correction that reads the table sum alone (`lut`,
+        `linear`) carries over, as latency = w * S + b of the other table's sum S with the same
+        interval half-width; the other families read per-layer features of the profile's own
+        space, and the plain table is returned for them."""
+        if self.family_ not in ("lut", "linear"):
+            return self  # pragma: no cover - the caller fits lut/linear only
+        other = copy.copy(self)
+        other._prepare(lut)
+        return other
 
     def linear_correction(self) -> tuple[float, float]:
         """(scale, offset) when the chosen correction is linear in the table sum, else (1, 0)."""

@@ -44,17 +44,37 @@ def _as_profiled(profile: Profile, arch: Arch) -> Arch:
     return space.arch(arch.choices)
 
 
+MIN_NETS_FOR_TRANSFER = 10
+
+
+def sibling_predictor(profile: Profile, space) -> LatencyPredictor:
+    """The predictor of the archs of `space`, a space the profile's space prices
+    (`SearchSpace.priced_spaces`: a task's space of the `fbnetv5` profiling space, whose other
+    heads the profile measured but whose networks it did not): the profile's lookup table over
+    `space`'s ops, corrected by a linear map of the table sum, latency = w * S + b, fitted on
+    the profile's own measured networks (`NetworkPredictor` with the `lut` and `linear`
+    families; the table sum misses what the runtime does between ops, much of it a per-call
+    overhead that a linear map of the sum captures). With fewer than 10 measured networks, the
+    plain table."""
+    lut = LookupTablePredictor().fit(space, profile.lut)
+    if len(profile.nets) < MIN_NETS_FOR_TRANSFER or not len(profile.ops):
+        return lut
+    own = LookupTablePredictor.from_profile(profile)
+    corr = NetworkPredictor(families=("lut", "linear")).fit(own, profile.archs(),
+                                                            profile.net_latency())
+    return corr.transfer(lut)
+
+
 def _predict_sibling(profile: Profile, arch: Arch, predictor: LatencyPredictor | None
                      ) -> Prediction:
     """An arch of another space that the profile's space prices (`SearchSpace.priced_spaces`:
     a task's space of the `fbnetv5` profiling space): its own space at the profile's settings,
-    priced by the profile's lookup table (the learned correction, fitted on the profile's own
-    networks, is not transferred)."""
+    priced by `sibling_predictor`."""
     s = profile.space
     sibling = get_space(arch.space, s.resolution, s.width, arch.num_classes, s.channels)
     sibling.validate(arch)
     if predictor is None:
-        predictor = LookupTablePredictor().fit(sibling, profile.lut)
+        predictor = sibling_predictor(profile, sibling)
     ms = float(predictor.predict([arch])[0])
     bounds = predictor.interval([arch])
     interval = (float(bounds[0][0]), float(bounds[1][0])) if bounds is not None else None
@@ -62,7 +82,8 @@ def _predict_sibling(profile: Profile, arch: Arch, predictor: LatencyPredictor |
     breakdown = [{"key": op.key, "kind": op.kind, "ms": lut[op.key], "source": "table"}
                  for op in sibling.ops(arch) if op.key in lut]
     return Prediction(ms, interval, predictor.name, breakdown,
-                      f"space {arch.space} priced by the lookup table of profile space {s.name}",
+                      f"space {arch.space} priced by the lookup table of profile space {s.name}"
+                      f" ({predictor.name})",
                       predictor.coverage if interval else None)
 
 

@@ -64,8 +64,9 @@ from hwnas.data.multitask import (
     load_multitask,
 )
 from hwnas.errors import HwnasError
-from hwnas.latency import LookupTablePredictor
+from hwnas.latency import LookupTablePredictor, NetworkPredictor
 from hwnas.latency.loss import LatencyLoss
+from hwnas.latency.prediction import sibling_predictor
 from hwnas.profile.reader import Profile
 from hwnas.search.fbnetv5 import ReinforceEstimator, TaskDistributions
 from hwnas.search.trainer import BudgetController, arch_optimizer, cosine_lr, cycle, weight_optimizer
@@ -266,16 +267,22 @@ def load_profile(path: Path | str) -> tuple[Profile, FBNetV5Space]:
 
 
 def task_tables(profile: Profile, space: FBNetV5Space, tasks: Sequence[str]
-                ) -> dict[str, LookupTablePredictor]:
-    """Each task's lookup table: its task space (its head) priced by the profile's ops."""
-    return {t: LookupTablePredictor().fit(space.for_task(t), profile.lut) for t in tasks}
+                ) -> dict[str, LookupTablePredictor | NetworkPredictor]:
+    """Each task's latency model (`hwnas.latency.prediction.sibling_predictor`): its task space
+    (its head) priced by the profile's lookup table, with the linear correction of the table
+    sum fitted on the profile's measured networks when it has 10 or more. Both are additive in
+    the blocks, so each task's expected latency stays closed-form (`keep_costs`)."""
+    return {t: sibling_predictor(profile, space.for_task(t)) for t in tasks}
 
 
-def keep_costs(lut: LookupTablePredictor) -> tuple[torch.Tensor, float]:
-    """(per block: the table ms of keeping it, the fixed ms) of a task's table."""
+def keep_costs(model: LookupTablePredictor | NetworkPredictor) -> tuple[torch.Tensor, float]:
+    """(per block: the ms of keeping it, the fixed ms) of a task's latency model: the table's,
+    times w, and w * fixed + b, for a linear correction w * S + b."""
+    lut = model.lut_ if isinstance(model, NetworkPredictor) else model
+    w, b = model.linear_correction() if isinstance(model, NetworkPredictor) else (1.0, 0.0)
     keep = [layer.choices.index(KEEP) for layer in lut.space_.layers]
-    c = torch.tensor([lut.table_[i, j] for i, j in enumerate(keep)], dtype=torch.float32)
-    return c, float(lut.fixed_ms_)
+    c = torch.tensor([w * lut.table_[i, j] for i, j in enumerate(keep)], dtype=torch.float32)
+    return c, float(w * lut.fixed_ms_ + b)
 
 
 def _bits_arch(space: FBNetV5Space, bits: Sequence[bool]) -> Arch:
@@ -328,6 +335,7 @@ def _run(config: FBNetV5Config, progress: Callable[[dict], None] | None) -> dict
     tspace = _train_space(pspace, config)
     tables = task_tables(profile, pspace, tasks)
     costs = {t: keep_costs(tables[t]) for t in tasks}
+    task_spaces = {t: pspace.for_task(t) for t in tasks}
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     net = tspace.supernet(tasks, num_classes=data.num_classes)
@@ -367,9 +375,7 @@ def _run(config: FBNetV5Config, progress: Callable[[dict], None] | None) -> dict
         row = {"step": step, "lr": lr, "arch_updated": int(arch_on),
                "keep_bits": int(res["bits"].sum())}
         for i, t in enumerate(tasks):
-            ms = float(tables[t].predict_indices(
-                np.array([[tables[t].space_.layers[b].choices.index(KEEP if k else "skip")
-                           for b, k in enumerate(derived[i].tolist())]]))[0])
+            ms = float(tables[t].predict([_bits_arch(task_spaces[t], derived[i].tolist())])[0])
             if arch_on and t in ctrl:
                 ctrl[t].update(ms)
             row.update({f"{t}_loss": float(res["losses"][i]), f"{t}_r": float(res["weights"][i]),
@@ -417,6 +423,38 @@ def _recalibrated_metric(net: MultiPathNetwork, task: str, bits: Sequence[bool],
         net.train()
 
 
+def train_task_net(space: FBNetV5Space, arch: Arch, data: MultiTaskData, steps: int = 300,
+                   batch_size: int = 64, lr: float = 0.05, seed: int = 0,
+                   split: str = "test") -> dict:
+    """Train one task's network from scratch (`space.build(arch)`, the task of `space`) on the
+    proxy data and return its metric on `split`: the evaluation of a derived architecture
+    (the paper retrains the searched architectures in the tasks' own pipelines; here the same
+    proxy data, its held-out test split). SGD with Nesterov momentum, cosine learning rate."""
+    torch.manual_seed(seed)
+    task = space.task
+    net = space.build(arch).train()
+    opt = weight_optimizer(list(net.parameters()), lr)
+    batches = cycle(lambda k: data.batches("train", batch_size, True, seed=seed * 7919 + k,
+                                           drop_last=True))
+    t0 = time.monotonic()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(lr, step, steps)
+        x, y = next(batches)
+        loss = task_loss(task, net(x), y[task])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    train_s = time.monotonic() - t0
+    net.eval()
+    metric = _Metric(task, data.num_classes[task])
+    with torch.no_grad():
+        for x, y in data.batches(split, 256, False):
+            metric.update(net(x), y[task])
+    return {"task": task, "metric": TASK_METRIC[task], "value": metric.compute(),
+            "steps": steps, "train_s": train_s, "split": split}
+
+
 def _finish(config: FBNetV5Config, profile: Profile, pspace: FBNetV5Space, tspace: FBNetV5Space,
             net: MultiPathNetwork, dists: TaskDistributions,
             tables: dict[str, LookupTablePredictor], data: MultiTaskData, history: list[dict],
@@ -442,15 +480,19 @@ def _finish(config: FBNetV5Config, profile: Profile, pspace: FBNetV5Space, tspac
         tsp = pspace.for_task(t)
         arch = _bits_arch(tsp, bits)
         ms = float(tables[t].predict([arch])[0])
+        bounds = tables[t].interval([arch])
         budget = config.budgets_ms.get(t)
         arch = Arch(arch.space, arch.choices, arch.resolution, arch.width, arch.num_classes,
                     arch.channels, {"method": "fbnetv5", "task": t, "budget_ms": budget,
-                                    "lut_ms": round(ms, 6), "run": out.name})
+                                    "predicted_ms": round(ms, 6), "predictor": tables[t].name,
+                                    "run": out.name})
         (out / t).mkdir(exist_ok=True)
         arch.save(out / t / "arch.json")
         per_task[t] = {
             "bits": "".join("1" if b else "0" for b in bits), "choices": list(arch.choices),
-            "keep_probs": dists.probs()[i].detach().tolist(), "lut_ms": ms, "budget_ms": budget,
+            "keep_probs": dists.probs()[i].detach().tolist(), "predicted_ms": ms,
+            "interval_ms": None if bounds is None else [float(bounds[0][0]), float(bounds[1][0])],
+            "predictor": tables[t].name, "budget_ms": budget,
             "met": None if budget is None else bool(ms <= budget),
             "metric": TASK_METRIC[t],
             "valid_metric": _recalibrated_metric(net, t, bits, data, "valid", config.bn_batches,
@@ -463,9 +505,10 @@ def _finish(config: FBNetV5Config, profile: Profile, pspace: FBNetV5Space, tspac
             "per_task": per_task,
             "final_losses": {t: float(np.mean([r[f"{t}_loss"] for r in tail]))
                              for t in dists.tasks},
-            "latency_note": (f"lookup-table ms of profile {profile.name} at resolution "
-                             f"{pspace.resolution}, width {pspace.width:g}, each task with its "
-                             "own head; the proxy task trained at resolution "
+            "latency_note": (f"ms of profile {profile.name} at resolution "
+                             f"{pspace.resolution}, width {pspace.width:g}: each task's lookup "
+                             "table (its own head), linearly corrected when the profile has "
+                             "measured networks; the proxy task trained at resolution "
                              f"{tspace.resolution}, width {tspace.width:g}"),
             "metric_note": ("valid_metric: the derived net inside the supernet (shared weights, "
                             "BatchNorm recalibrated) on the validation split"),
@@ -473,4 +516,5 @@ def _finish(config: FBNetV5Config, profile: Profile, pspace: FBNetV5Space, tspac
 
 
 __all__ = ["FBNetV5Config", "check_run_folder", "extract", "keep_costs", "load_profile",
-           "parse_budgets", "run_fbnetv5", "search_step", "task_loss", "task_tables"]
+           "parse_budgets", "run_fbnetv5", "search_step", "task_loss", "task_tables",
+           "train_task_net"]
