@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"supernet {p['metric']}": p["valid_metric"],
                          "mean keep prob": float(np.mean(p["keep_probs"]))})
     res.table(rows, "2. derived architectures (bits: 1 = block kept, layers s1.p0.b1 .. "
-                    "s3.p1.b2) and their table latency at "
+                    "s3.p1.b2) and their predicted latency (each task's table, linearly "
+                    "corrected on the profile's networks) at "
                     f"{args.resolution}x{args.resolution}")
     # 4: retrain from scratch; random at equal predicted latency
     data = load_multitask("multitask:digits", 32, args.seed)
