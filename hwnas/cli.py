@@ -487,6 +487,10 @@ def search(
                                  "subnets, sandwich rule) (default shift)."),
     ag_warmup: int = typer.Option(None, help="With --method shiftnas: generator-only steps on "
                                   "the resource loss before the joint steps (default 300)."),
+    cost: str = typer.Option(None, help="With --method shiftnas: latency (ms from the profile, "
+                             "the default) | flops (GFLOPs, the paper's complexity)."),
+    bin_mode: str = typer.Option(None, help="With --method shiftnas: quantile (default) | width "
+                                 "(equal-width bins, as the paper's 0.1 GFLOPs bins)."),
 ) -> None:
     """Search under a latency budget.
 
@@ -528,7 +532,8 @@ def search(
         shift_only = [k for k, v in (("--bins", bins), ("--lambda-rc", lambda_rc),
                                      ("--shift-warmup", shift_warmup),
                                      ("--shift-every", shift_every), ("--sampling", sampling),
-                                     ("--ag-warmup", ag_warmup)) if v is not None]
+                                     ("--ag-warmup", ag_warmup), ("--cost", cost),
+                                     ("--bin-mode", bin_mode)) if v is not None]
         if shift_only:
             raise HwnasError(f"{', '.join(shift_only)}: for --method shiftnas")
         _fbnetv5_search(profile, budget_ms, tasks, out,
@@ -540,7 +545,8 @@ def search(
     budget_ms = _budget_number(budget_ms)
     shift_opts = {"--steps": steps, "--bins": bins, "--lambda-rc": lambda_rc,
                   "--shift-warmup": shift_warmup, "--shift-every": shift_every,
-                  "--sampling": sampling, "--ag-warmup": ag_warmup}
+                  "--sampling": sampling, "--ag-warmup": ag_warmup, "--cost": cost,
+                  "--bin-mode": bin_mode}
     if method != "shiftnas" and any(v is not None for v in shift_opts.values()):
         given = [k for k, v in shift_opts.items() if v is not None]
         raise HwnasError(f"{', '.join(given)}: for --method shiftnas")
@@ -663,6 +669,9 @@ def _shiftnas_search(profile: Path, budget_ms: float | None, out: Path, data: st
     config = ShiftNASConfig(profile=profile, out=out, data=data, batch_size=batch_size,
                             train_resolution=train_resolution, seed=seed, resume=resume,
                             **options)
+    if config.cost == "flops" and budget_ms is not None:
+        raise HwnasError("--budget-ms: a --cost flops run takes budgets in GFLOPs; train it, "
+                         "then `hwnas generate RUN --budget-gflops X`")
     check_run_folder(config)  # before the progress bar
     from rich.progress import Progress
 
@@ -673,31 +682,41 @@ def _shiftnas_search(profile: Path, budget_ms: float | None, out: Path, data: st
             bar.update(task, completed=row["step"] + 1, total=row["steps_total"])
 
         summary = run_shiftnas(config, progress)
-    lo, hi = summary["trained_range_ms"]
-    console.print(f"ShiftNAS run: {out} (budgets {lo:.4g} .. {hi:.4g} ms); `hwnas generate "
-                  f"{out} --budget-ms X` writes the arch for a budget")
+    lo, hi = summary["trained_range"]
+    unit = summary["unit"]
+    flag = "--budget-ms" if unit == "ms" else "--budget-gflops"
+    console.print(f"ShiftNAS run: {out} (budgets {lo:.4g} .. {hi:.4g} {unit}); `hwnas generate "
+                  f"{out} {flag} X` writes the arch for a budget")
     if budget_ms is not None:
-        result = generate(out, budget_ms)
+        result = generate(out, budget_ms, unit="ms")
         result["arch"].save(out / "arch.json")
         console.print(_generated_line(result, out / "arch.json"))
 
 
 def _generated_line(result: dict, path: Path) -> str:
-    ms = result["predicted_ms"] if result["predicted_ms"] is not None else result["lut_ms"]
-    how = result["predictor"] or "lookup table"
     met = "met" if result["met"] else "[red]NOT met[/]"
-    return (f"arch: {path}  predicted {ms:.4g} ms ({how}) vs budget {result['budget_ms']:g} ms: "
-            f"{met}")
+    unit = result["unit"]
+    if unit == "ms":
+        ms = result["predicted_ms"] if result["predicted_ms"] is not None else result["cost"]
+        how = result["predictor"] or "lookup table"
+        return (f"arch: {path}  predicted {ms:.4g} ms ({how}) vs budget {result['budget']:g} ms: "
+                f"{met}")
+    latency = (f"; predicted {result['predicted_ms']:.4g} ms ({result['predictor']})"
+               if result["predicted_ms"] is not None else "")
+    return (f"arch: {path}  {result['cost']:.4g} {unit} vs budget {result['budget']:g} {unit}: "
+            f"{met}{latency}")
 
 
 @app.command("generate")
 def generate_cmd(
     run: Path = typer.Argument(..., help="A ShiftNAS run folder (`hwnas search --method "
                                          "shiftnas`)."),
-    budget_ms: float = typer.Option(..., help="Latency budget (ms), inside the run's trained "
-                                              "range."),
+    budget_ms: float = typer.Option(None, help="Latency budget (ms), inside the run's trained "
+                                               "range."),
+    budget_gflops: float = typer.Option(None, help="The budget of a run trained with --cost "
+                                                   "flops (GFLOPs)."),
     out: Path = typer.Option(None, help="The arch.json to write (default RUN/arch-<budget>ms"
-                                        ".json)."),
+                                        ".json, or -<budget>gflops)."),
     json_: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     calibrate: bool = typer.Option(True, help="Condition the generator on the C' (of a grid over "
                                               "the trained range) whose network is the costliest "
@@ -708,8 +727,13 @@ def generate_cmd(
     an arch.json ready for `hwnas export`."""
     from hwnas.search.shiftnas_run import generate
 
-    result = generate(run, budget_ms, calibrate=calibrate)
-    path = out if out is not None else run / f"arch-{budget_ms:g}ms.json"
+    if (budget_ms is None) == (budget_gflops is None):
+        raise HwnasError("give one budget: --budget-ms X (a latency run) or --budget-gflops X "
+                         "(a run trained with --cost flops)")
+    budget, unit = (budget_ms, "ms") if budget_ms is not None else (budget_gflops, "GFLOPs")
+    result = generate(run, budget, calibrate=calibrate, unit=unit)
+    suffix = "ms" if unit == "ms" else "gflops"
+    path = out if out is not None else run / f"arch-{budget:g}{suffix}.json"
     result["arch"].save(path)
     if json_:
         typer.echo(json.dumps({**result, "arch": result["arch"].to_dict(), "path": str(path)},

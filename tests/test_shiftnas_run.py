@@ -163,10 +163,10 @@ def test_tiny_run_writes_its_folder(shift_run) -> None:
 
 def test_generate_follows_the_budget(shift_run, profile_dir) -> None:
     config, summary = shift_run
-    lo, hi = summary["trained_range_ms"]
+    lo, hi = summary["trained_range"]
     budgets = np.linspace(lo, hi, 10)
     results = [generate(config.out, float(b)) for b in budgets]
-    lut_ms = [r["lut_ms"] for r in results]
+    lut_ms = [r["cost"] for r in results]
     # after the AG-only warm start the generator follows the target; its archs' table cost does
     # not hit the target exactly (argmax decoding): only the ranking is asserted
     assert spearmanr(budgets, lut_ms)[0] > 0.8
@@ -177,14 +177,14 @@ def test_generate_follows_the_budget(shift_run, profile_dir) -> None:
         arch = r["arch"]
         space_of(arch)
         assert arch.resolution == RES and arch.width == WIDTH and arch.meta["method"] == "shiftnas"
-        assert fastest - 1e-9 <= r["lut_ms"] <= slowest + 1e-9
-        assert r["lut_ms"] == pytest.approx(float(lut.predict([arch])[0]), rel=1e-6)
-        assert r["predictor"] == "lut" and r["predicted_ms"] == pytest.approx(r["lut_ms"])
+        assert fastest - 1e-9 <= r["cost"] <= slowest + 1e-9
+        assert r["cost"] == pytest.approx(float(lut.predict([arch])[0]), rel=1e-6)
+        assert r["predictor"] == "lut" and r["predicted_ms"] == pytest.approx(r["cost"])
 
 
 def test_budget_out_of_range_is_refused(shift_run) -> None:
     config, summary = shift_run
-    lo, hi = summary["trained_range_ms"]
+    lo, hi = summary["trained_range"]
     for budget in (lo / 2, hi * 2):
         with pytest.raises(HwnasError, match="outside the range this ShiftNAS run was trained"):
             generate(config.out, budget)
@@ -209,7 +209,7 @@ def test_uniform_bins_and_sandwich_baselines(profile_dir, tmp_path) -> None:
     assert s["sampling"] == "sandwich" and s["b_updates"] == 0
     with open(out / "history.csv") as f:
         assert [r["bin"] for r in csv.DictReader(f)] == ["-1", "-1"]
-    lo, hi = s["trained_range_ms"]
+    lo, hi = s["trained_range"]
     assert generate(out, (lo + hi) / 2)["arch"].meta["sampling"] == "sandwich"
 
 
@@ -233,7 +233,7 @@ def _main(argv: list[str], capsys) -> tuple[int, str, str]:
 
 def test_cli_generate_writes_an_arch(shift_run, tmp_path, capsys) -> None:
     config, summary = shift_run
-    lo, hi = summary["trained_range_ms"]
+    lo, hi = summary["trained_range"]
     path = tmp_path / "arch.json"
     code, out, _ = _main(["generate", str(config.out), "--budget-ms", f"{(lo + hi) / 2}",
                           "--out", str(path), "--json"], capsys)
@@ -248,7 +248,7 @@ def test_cli_generate_errors_exit_2(tmp_path, capsys, shift_run) -> None:
     assert code == 2 and "error:" in err and "run folder not found" in err
     config, summary = shift_run
     code, _, err = _main(["generate", str(config.out), "--budget-ms",
-                          str(summary["trained_range_ms"][1] * 3)], capsys)
+                          str(summary["trained_range"][1] * 3)], capsys)
     assert code == 2 and "outside the range" in err
 
 
@@ -273,7 +273,7 @@ def test_report_shows_the_bin_distribution(shift_run, profile_dir, tmp_path) -> 
     page = build_report(profile_dir, run=config.out, out=tmp_path / "r.html").read_text()
     assert f"ShiftNAS: {config.out.name}" in page
     assert page.count("data:image/png") >= 2  # the bin distribution and the budget tracking
-    lo, hi = summary["trained_range_ms"]
+    lo, hi = summary["trained_range"]
     assert f"{lo:.4g} .. {hi:.4g} ms" in page
 
 
@@ -282,15 +282,15 @@ def test_calibrated_generate_is_the_costliest_under_budget(shift_run) -> None:
     the grid holds the budget itself, so a plain argmax AG(budget) that meets the budget is never
     beaten by a cheaper calibrated answer."""
     config, summary = shift_run
-    lo, hi = summary["trained_range_ms"]
+    lo, hi = summary["trained_range"]
     for b in np.linspace(lo, hi, 8)[1:]:
         raw = generate(config.out, float(b), calibrate=False)
         cal = generate(config.out, float(b))
-        assert raw["condition_ms"] == pytest.approx(b) and not raw["calibrated"]
-        assert cal["calibrated"] and cal["arch"].meta["condition_ms"] == cal["condition_ms"]
-        assert cal["met"] and cal["lut_ms"] <= b + 1e-9
+        assert raw["condition"] == pytest.approx(b) and not raw["calibrated"]
+        assert cal["calibrated"] and cal["arch"].meta["condition"] == cal["condition"]
+        assert cal["met"] and cal["cost"] <= b + 1e-9
         if raw["met"]:
-            assert cal["lut_ms"] >= raw["lut_ms"] - 1e-9
+            assert cal["cost"] >= raw["cost"] - 1e-9
 
 
 @pytest.fixture(scope="module")
@@ -319,9 +319,41 @@ def test_a_nets_only_profile_trains_on_its_learned_additive_table(nets_only_dir,
     assert table["predictor"].startswith("additive:") and table["n_train"] == 60
     assert "learned from the profile's 60 measured networks" in table["note"]
     assert table["log_half_width"] > 0 and table["cv_mape"] < 0.5
-    assert "additive table" in summary["latency_note"]
-    lo, hi = summary["trained_range_ms"]
+    assert "additive table" in summary["cost_note"]
+    lo, hi = summary["trained_range"]
     r = generate(out, float((lo + hi) / 2))
-    assert r["predictor"] == table["predictor"] and r["predicted_ms"] == pytest.approx(r["lut_ms"])
+    assert r["predictor"] == table["predictor"] and r["predicted_ms"] == pytest.approx(r["cost"])
     low, high = r["interval_ms"]
     assert low < r["predicted_ms"] < high
+
+
+def test_a_flops_run_prices_choices_in_gflops(profile_dir, tmp_path, capsys) -> None:
+    """`cost="flops"` (the paper's complexity): bins and the resource loss in GFLOPs of the
+    ops (torch's flop counter); `generate` takes the budget in GFLOPs and still reports the
+    profile's predicted latency."""
+    from hwnas.search.shiftnas_run import flops_table
+
+    out = tmp_path / "flops"
+    summary = run_shiftnas(_config(profile_dir, out, cost="flops", bin_mode="width", steps=4,
+                                   ag_warmup=100, eval_bins=False))
+    assert summary["unit"] == "GFLOPs" and "FLOPs" in summary["cost_note"]
+    info = json.loads((out / "bins.json").read_text())
+    assert info["unit"] == "GFLOPs" and info["mode"] == "width"
+    edges = np.array(info["edges"])
+    np.testing.assert_allclose(np.diff(edges), np.diff(edges)[0], rtol=1e-4)  # equal widths
+    space = get_space("ofa", RES, WIDTH)
+    table = flops_table(space)
+    lo, hi = summary["trained_range"]
+    r = generate(out, float((lo + hi) / 2))
+    assert r["unit"] == "GFLOPs"
+    assert r["cost"] == pytest.approx(sum(op.flops for op in space.ops(r["arch"])) / 1e9, rel=1e-6)
+    assert r["cost"] == pytest.approx(float(table.predict([r["arch"]])[0]), rel=1e-6)
+    assert r["met"] == (r["cost"] <= r["budget"]) and r["predictor"] == "lut"
+    with pytest.raises(HwnasError, match="budgets in GFLOPs, not ms"):
+        generate(out, float((lo + hi) / 2), unit="ms")
+    code, so, err = _main(["generate", str(out), "--budget-gflops", str((lo + hi) / 2)], capsys)
+    assert code == 0 and "GFLOPs vs budget" in so
+    code, _, err = _main(["generate", str(out), "--budget-ms", "1"], capsys)
+    assert code == 2 and "--budget-gflops" in err
+    code, _, err = _main(["generate", str(out)], capsys)
+    assert code == 2 and "give one budget" in err

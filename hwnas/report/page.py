@@ -111,7 +111,8 @@ def _shiftnas_section(run: Path, summary: dict) -> str:
     the learned bin distribution per update (bins.json)."""
     bins = _read_json(run / "bins.json")
     per_bin = summary.get("per_bin") or []
-    rows = [{"bin": b["bin"], "target ms": b["target_ms"], "generated ms (table)": b["lut_ms"],
+    unit = summary.get("unit", "ms")
+    rows = [{"bin": b["bin"], f"target {unit}": b["target"], f"generated {unit} (table)": b["cost"],
              "valid acc (shared)": b.get("valid_acc"), "probability": p}
             for b, p in zip(per_bin, bins.get("probs") or [None] * len(per_bin), strict=False)]
     hist = bins.get("history") or []
@@ -121,16 +122,17 @@ def _shiftnas_section(run: Path, summary: dict) -> str:
     figs = [_figure(plots.bin_distribution(steps, np.asarray(probs), bins["edges"]),
                     "Probability of each complexity bin after each Eq. 8 update (the first point "
                     "is the uniform start; frozen for --sampling uniform-bins)."),
-            _figure(plots.budget_tracking([b["target_ms"] for b in per_bin],
-                                          [b["lut_ms"] for b in per_bin],
+            _figure(plots.budget_tracking([b["target"] for b in per_bin],
+                                          [b["cost"] for b in per_bin],
                                           [b["valid_acc"] for b in per_bin]
-                                          if all("valid_acc" in b for b in per_bin) else None),
-                    "The generator's network for each bin centre: its lookup-table latency "
+                                          if all("valid_acc" in b for b in per_bin) else None,
+                                          unit),
+                    "The generator's network for each bin centre: its cost by the run's table "
                     "against the target.")]
-    rng = summary.get("trained_range_ms") or [float("nan")] * 2
+    rng = summary.get("trained_range") or [float("nan")] * 2
     return (f"<h2>ShiftNAS: {_esc(run.name)}</h2><p>sampling {_esc(summary.get('sampling'))}, "
             f"{summary.get('steps')} steps, {summary.get('b_updates')} bin updates; "
-            f"<code>hwnas generate</code> answers budgets in {rng[0]:.4g} .. {rng[1]:.4g} ms."
+            f"<code>hwnas generate</code> answers budgets in {rng[0]:.4g} .. {rng[1]:.4g} {unit}."
             f"</p>" + _table(rows) + "<div class='figs'>" + "".join(figs) + "</div>")
 
 

@@ -103,16 +103,18 @@ def bin_distribution(steps: list[int], probs: np.ndarray, edges: list[float]) ->
     return to_data_uri(fig)
 
 
-def budget_tracking(targets: list[float], costs: list[float], acc: list[float] | None) -> str:
-    """ShiftNAS: the generator's architecture for each bin centre, its lookup-table latency
-    against the target (the diagonal is exact), coloured by its accuracy when known."""
+def budget_tracking(targets: list[float], costs: list[float], acc: list[float] | None,
+                    unit: str = "ms") -> str:
+    """ShiftNAS: the generator's architecture for each bin centre, its cost by the run's table
+    (ms, or GFLOPs) against the target (the diagonal is exact), coloured by its accuracy when
+    known."""
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     lo, hi = min(targets + costs), max(targets + costs)
-    ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls=":", label="latency = target")
+    ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls=":", label="cost = target")
     sc = ax.scatter(targets, costs, c=acc if acc else "tab:blue", cmap="viridis", s=40, zorder=3)
     if acc:
         fig.colorbar(sc, ax=ax, label="valid accuracy (shared weights)")
-    ax.set(xlabel="target C (ms)", ylabel="generated network, lookup table (ms)")
+    ax.set(xlabel=f"target C ({unit})", ylabel=f"generated network, by the run's table ({unit})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return to_data_uri(fig)

@@ -63,7 +63,7 @@ of `bin_samples` (2,000) uniformly sampled valid archs (`OFASpace.sample`), K = 
    BatchNorm recalibration). No resume: an existing run is refused unless `resume=False`, which
    overwrites it.
 
-`generate(run, budget_ms)`: reads generator.safetensors and bins.json only (and the profile, when
+`generate(run, budget)`: reads generator.safetensors and bins.json only (and the profile, when
 still there, for its best predictor's latency and interval); a budget outside the trained range
 [lo, hi] of the bins is refused; otherwise the AG's `argmax(C)` -> indices -> `from_indices` ->
 an `Arch` of the profile's space. With `calibrate` (the default; `hwnas generate --no-calibrate`
@@ -120,7 +120,7 @@ from hwnas.space.ofa import SKIP, OFASpace
 from hwnas.space.ops import OpSpec
 
 SAMPLINGS = ("shift", "uniform-bins", "sandwich")
-FORMAT = "hwnas-shiftnas-1"
+FORMAT = "hwnas-shiftnas-2"
 RUN_FILES = ("config.json", "generator.safetensors", "supernet.safetensors", "bins.json",
              "history.csv", "summary.json", "arch.json")
 LARGEST, SMALLEST = "k7_e6", "k3_e3"
@@ -384,6 +384,7 @@ class ShiftNASConfig:
     profile: Path
     out: Path = Path("runs/shiftnas")
     sampling: str = "shift"  # shift | uniform-bins | sandwich
+    cost: str = "latency"  # latency (ms, the profile's table) | flops (GFLOPs, the paper's)
     steps: int = 300  # joint supernet + AG steps
     bins: int = 8
     bin_mode: str = "quantile"  # quantile | width
@@ -419,6 +420,8 @@ class ShiftNASConfig:
         if self.sampling not in SAMPLINGS:
             raise HwnasError(f"unknown ShiftNAS sampling {self.sampling!r}; use "
                              f"{', '.join(SAMPLINGS)}")
+        if self.cost not in COSTS:
+            raise HwnasError(f"ShiftNAS cost is {' or '.join(COSTS)}, got {self.cost!r}")
         if self.bin_mode not in ("quantile", "width"):
             raise HwnasError(f"bin mode is 'quantile' or 'width', got {self.bin_mode!r}")
         for name, low in (("steps", 1), ("bins", 1), ("bin_samples", 2), ("shift_warmup", 0),
@@ -492,10 +495,34 @@ def _load_profile(path: Path) -> tuple[Profile, CostModel]:
     return profile, AdditivePredictor.from_profile(profile)
 
 
+COSTS = ("latency", "flops")
+
+
+def flops_table(space: SearchSpace) -> LookupTablePredictor:
+    """The paper's complexity as a table: GFLOPs of each op (`OpSpec.flops` / 1e9, as
+    `torch.utils.flop_counter` counts them), so that a FLOPs run prices choices exactly as a
+    latency run does with milliseconds."""
+    table = LookupTablePredictor().fit(space, {op.key: op.flops / 1e9
+                                               for op in space.distinct_ops()})
+    table.name = "flops"
+    return table
+
+
+def _cost_model(config: ShiftNASConfig) -> tuple[Profile, CostModel, str]:
+    """(profile, the run's cost model, its unit): the profile's latency model in ms, or the
+    space's FLOPs table in GFLOPs (`cost="flops"`)."""
+    profile, model = _load_profile(config.profile)
+    if config.cost == "flops":
+        return profile, flops_table(profile.space), "GFLOPs"
+    return profile, model, "ms"
+
+
 def _cost_kind(model: CostModel) -> str:
     if isinstance(model, AdditivePredictor):
         return (f"the additive table learned from the profile's {model.n_train_} measured "
                 f"networks (cross-validated MAPE {model.cv_mape_:.3f})")
+    if model.name == "flops":
+        return "the space's FLOPs (GFLOPs per op, torch's flop counter)"
     return "the profile's lookup table"
 
 
@@ -512,7 +539,7 @@ def _index_of(space: SearchSpace, names: Callable[[tuple[str, ...]], str]) -> li
 
 def _run(config: ShiftNASConfig, progress: Callable[[dict], None] | None) -> dict:
     t_start = time.monotonic()
-    profile, lut = _load_profile(config.profile)
+    profile, lut, unit = _cost_model(config)
     pspace = profile.space
     out = config.out
     _prepare_out(config)
@@ -587,8 +614,8 @@ def _run(config: ShiftNASConfig, progress: Callable[[dict], None] | None) -> dic
             w_opt.step()
             rc = ag_rc_step()
             row.update(loss=float(np.mean(ces)) + lam * rc, ce=float(np.mean(ces)), rc_loss=rc,
-                       train_acc=float(np.mean(accs)), bin=-1, target_ms=math.nan,
-                       arch_ms=math.nan)
+                       train_acc=float(np.mean(accs)), bin=-1, target=math.nan,
+                       arch_cost=math.nan)
         else:
             s = bins.sample(gen)
             onehots = ag(s.target, tau=config.tau, generator=gen)
@@ -605,7 +632,7 @@ def _run(config: ShiftNASConfig, progress: Callable[[dict], None] | None) -> dic
                 arch_ms = float(arch_cost(close_depth(tspace, onehots), costs, "absolute")) + fixed
             row.update(loss=float(loss.detach()), ce=float(ce.detach()), rc_loss=float(rc.detach()),
                        train_acc=float((logits.argmax(1) == y).float().mean()), bin=int(s.index),
-                       target_ms=float(s.target), arch_ms=arch_ms)
+                       target=float(s.target), arch_cost=arch_ms)
         if shift is not None and shift.due(step):
             xv, yv = next(valid)
 
@@ -628,22 +655,23 @@ def _run(config: ShiftNASConfig, progress: Callable[[dict], None] | None) -> dic
         if progress is not None:
             progress({**row, "steps_total": config.steps})
 
-    _save_run(out, config, net, ag, bins, lut, pspace, decisions, history, updates)
+    _save_run(out, config, net, ag, bins, lut, pspace, decisions, history, updates, unit)
     summary = _summary(config, profile, lut, pspace, tspace, net, ag, bins, data, history,
-                       ag_warmup_rc, updates)
+                       ag_warmup_rc, updates, unit)
     summary["wall_s"] = time.monotonic() - t_start
     write_json(out / "summary.json", summary)
     return summary
 
 
 def _history_columns(k: int) -> list[str]:
-    return ["step", "lr", "loss", "ce", "rc_loss", "train_acc", "bin", "target_ms", "arch_ms",
+    return ["step", "lr", "loss", "ce", "rc_loss", "train_acc", "bin", "target", "arch_cost",
             *(f"p{i}" for i in range(k))]
 
 
 def _save_run(out: Path, config: ShiftNASConfig, net: ShiftSupernet, ag: ArchitectureGenerator,
               bins: ComplexityBins, lut: CostModel, pspace: SearchSpace,
-              decisions: list[int], history: list[dict], updates: list[dict]) -> None:
+              decisions: list[int], history: list[dict], updates: list[dict], unit: str
+              ) -> None:
     from safetensors.torch import save_file
 
     def tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -662,11 +690,12 @@ def _save_run(out: Path, config: ShiftNASConfig, net: ShiftSupernet, ag: Archite
                 "cv_mape": lut.cv_mape_, "n_train": lut.n_train_}
                if isinstance(lut, AdditivePredictor) else {})
     write_json(out / "bins.json", {
-        "format": FORMAT, "mode": config.bin_mode, "edges": bins.edges.tolist(),
+        "format": FORMAT, "unit": unit, "cost": config.cost, "mode": config.bin_mode,
+        "edges": bins.edges.tolist(),
         "probs": bins.probs().detach().tolist(), "history": updates,
         "space": {"name": pspace.name, **pspace.settings()},
-        "cost_table": {"fixed_ms": fixed, "choices_ms": [c.tolist() for c in costs],
-                       "note": f"absolute ms per slot and choice (skip = 0) of "
+        "cost_table": {"fixed": fixed, "choices": [c.tolist() for c in costs],
+                       "note": f"absolute {unit} per slot and choice (skip = 0) of "
                                f"{_cost_kind(lut)}", **learned},
         "profile": str(config.profile.resolve())})
     with atomic_path(out / "history.csv") as tmp, open(tmp, "w", newline="") as f:
@@ -687,12 +716,12 @@ def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
 def _summary(config: ShiftNASConfig, profile: Profile, lut: CostModel,
              pspace: SearchSpace, tspace: SearchSpace, net: ShiftSupernet, ag: ArchitectureGenerator,
              bins: ComplexityBins, data: ImageData, history: list[dict], ag_warmup_rc: list[float],
-             updates: list[dict]) -> dict:
+             updates: list[dict], unit: str) -> dict:
     per_bin = []
     for k, centre in enumerate(bins.centres.tolist()):
         idx = ag.argmax(float(centre)).numpy()
         arch = pspace.from_indices(idx)
-        row = {"bin": k, "target_ms": centre, "lut_ms": float(lut.predict_indices(idx[None, :])[0]),
+        row = {"bin": k, "target": centre, "cost": float(lut.predict_indices(idx[None, :])[0]),
                "choices": list(arch.choices)}
         if config.eval_bins:
             row["valid_acc"] = evaluate_arch(net, pspace.indices(arch), data, "valid",
@@ -700,20 +729,20 @@ def _summary(config: ShiftNASConfig, profile: Profile, lut: CostModel,
         per_bin.append(row)
     tail = history[-max(1, len(history) // 10):]
     return {
-        "method": "shiftnas", "sampling": config.sampling, "steps": config.steps,
+        "method": "shiftnas", "sampling": config.sampling, "steps": config.steps, "unit": unit,
         "profile": profile.name, "space": {"name": pspace.name, **pspace.settings()},
         "train_space": {"name": tspace.name, **tspace.settings()}, "data": data.describe(),
-        "trained_range_ms": [bins.lo, bins.hi], "edges": bins.edges.tolist(),
+        "trained_range": [bins.lo, bins.hi], "edges": bins.edges.tolist(),
         "probs": bins.probs().detach().tolist(), "b_updates": len(updates),
         "ag_warmup_final_rc": ag_warmup_rc[-1] if ag_warmup_rc else None,
         "final_rc_loss": float(np.mean([r["rc_loss"] for r in tail])),
         "final_train_acc": float(np.mean([r["train_acc"] for r in tail])),
         "per_bin": per_bin,
-        "spearman_target_vs_lut": _spearman([r["target_ms"] for r in per_bin],
-                                            [r["lut_ms"] for r in per_bin]),
+        "spearman_target_vs_cost": _spearman([r["target"] for r in per_bin],
+                                            [r["cost"] for r in per_bin]),
         "accuracy_note": ("valid_acc: the AG's arch for each bin centre inside the supernet "
                           "(shared weights, BatchNorm recalibrated) on the proxy task"),
-        "latency_note": (f"ms of {_cost_kind(lut)}, profile {profile.name} ({pspace.name}, "
+        "cost_note": (f"{unit} of {_cost_kind(lut)}, profile {profile.name} ({pspace.name}, "
                          f"resolution "
                          f"{pspace.resolution}, width {pspace.width:g}); the proxy task trained at "
                          f"resolution {tspace.resolution}, width {tspace.width:g}"),
@@ -751,40 +780,50 @@ def _read_run(run: Path) -> tuple[dict, dict, dict[str, torch.Tensor]]:
 CALIBRATION_GRID = 256
 
 
-def _table_ms(table: dict, idx: np.ndarray) -> np.ndarray:
+def _table_cost(table: dict, idx: np.ndarray) -> np.ndarray:
     """The run's cost table (bins.json) summed over (N, layers) canonical index rows."""
-    choices = table["choices_ms"]
-    return np.array([float(table["fixed_ms"]) + sum(float(choices[i][int(j)])
+    choices = table["choices"]
+    return np.array([float(table["fixed"]) + sum(float(choices[i][int(j)])
                                                      for i, j in enumerate(row)) for row in idx])
 
 
-def generate(run_dir: Path | str, budget_ms: float, calibrate: bool = True) -> dict:
-    """The AG's architecture for a latency budget (see the module docstring): a dict with
-    `arch` (an `Arch` of the profile's space, its `meta` saying how it was made), `lut_ms` (the
-    run's cost table), `predicted_ms` / `interval_ms` / `predictor` (the profile's best
+def generate(run_dir: Path | str, budget: float, calibrate: bool = True,
+             unit: str | None = None) -> dict:
+    """The AG's architecture for a budget in the run's unit (`unit`: ms for a latency run,
+    GFLOPs for a `cost="flops"` run), see the module docstring: a dict with `arch` (an `Arch` of
+    the profile's space, its `meta` saying how it was made), `cost` (by the run's cost table, in
+    `unit`), `predicted_ms` / `interval_ms` / `predictor` (the latency by the profile's best
     predictor, the learned additive table for a nets-only profile; None when the profile is not
-    readable, `predictor_note` says why), `met`, `condition_ms` (the C the AG was given) and
-    `trained_range_ms`.
+    readable, `predictor_note` says why), `met`, `condition` (the C the AG was given) and
+    `trained_range`.
 
     `calibrate=False` is the paper's deployment: argmax AG(C = budget). `calibrate=True`
     [reconstruction, not in the paper; the default] conditions the AG on the C' of a grid of
     `CALIBRATION_GRID` values over the trained range (and the budget itself) whose argmax arch
-    costs the most without exceeding the budget by the latency model that reports it (the
-    profile's best predictor, the additive table of a nets-only profile; the run's cost table
-    when the profile cannot be read): the generator's
-    mapping C -> cost is monotone but off by a few percent on both sides, and a user asking for
-    a budget wants a network under it. The architecture is still one the AG emits; nothing is
-    searched outside the AG's outputs, and no network is trained or measured. When no C' gives
-    a network under the budget, the cheapest is returned (`met` False)."""
+    costs the most without exceeding the budget, by the latency model that reports it for a
+    latency run (the profile's best predictor, the additive table of a nets-only profile; the
+    run's cost table when the profile cannot be read) and by the run's table for a FLOPs run:
+    the generator's mapping C -> cost is monotone but off by a few percent on both sides, and a
+    user asking for a budget wants a network under it. The architecture is still one the AG
+    emits; nothing is searched outside the AG's outputs, and no network is trained or measured.
+    When no C' gives a network under the budget, the cheapest is returned (`met` False).
+    `unit`, when given ("ms" or "GFLOPs"), must be the run's."""
     run = Path(run_dir)
     info, meta, state = _read_run(run)
+    run_unit = str(info.get("unit", "ms"))
+    if unit is not None and unit != run_unit:
+        flag = "--budget-ms" if run_unit == "ms" else "--budget-gflops"
+        raise HwnasError(f"{run} was trained with budgets in {run_unit}, not {unit}: give the "
+                         f"budget with {flag}")
+    unit = run_unit
     lo, hi = float(info["edges"][0]), float(info["edges"][-1])
-    if not (isinstance(budget_ms, (int, float)) and math.isfinite(budget_ms)):
-        raise HwnasError(f"the budget must be a number of ms, got {budget_ms!r}")
-    if not lo <= budget_ms <= hi:
-        raise HwnasError(f"budget {budget_ms:g} ms is outside the range this ShiftNAS run was "
-                         f"trained for: {lo:.4g} .. {hi:.4g} ms (its complexity bins); pick a "
-                         "budget inside it or train a run on another profile")
+    if isinstance(budget, bool) or not (isinstance(budget, (int, float))
+                                        and math.isfinite(budget)):
+        raise HwnasError(f"the budget must be a number of {unit}, got {budget!r}")
+    if not lo <= budget <= hi:
+        raise HwnasError(f"budget {budget:g} {unit} is outside the range this ShiftNAS run was "
+                         f"trained for: {lo:.4g} .. {hi:.4g} {unit} (its complexity bins); pick "
+                         "a budget inside it or train a run on another profile")
     try:
         ag = ArchitectureGenerator(json.loads(meta["decisions"]), hidden=int(meta["hidden"]),
                                    fc_layers=int(meta["fc_layers"]), embed=int(meta["embed"]),
@@ -805,29 +844,29 @@ def generate(run_dir: Path | str, budget_ms: float, calibrate: bool = True) -> d
             note = f"no best-predictor latency: {e}"
 
     def price(rows: np.ndarray) -> np.ndarray:
-        """What the budget is held to: the latency model, else the run's cost table."""
-        if model is None:
-            return _table_ms(table, rows)
+        """What the budget is held to: the latency model of a latency run, else the table."""
+        if model is None or unit != "ms":
+            return _table_cost(table, rows)
         return np.asarray(model.predict([space.from_indices(r) for r in rows]), dtype=float)
 
-    condition = float(budget_ms)
+    condition = float(budget)
     idx = space.canonical_indices(ag.argmax(condition).numpy()[None, :])[0]
     if calibrate:
         grid = np.unique(np.append(np.linspace(lo, hi, CALIBRATION_GRID), condition))
         rows = space.canonical_indices(ag.argmax(torch.tensor(grid, dtype=torch.float32)).numpy())
         distinct, inverse = np.unique(rows, axis=0, return_inverse=True)
-        ms = price(distinct)[inverse.reshape(-1)]
-        under = np.flatnonzero(ms <= budget_ms)
+        priced = price(distinct)[inverse.reshape(-1)]
+        under = np.flatnonzero(priced <= budget)
         if under.size:  # the costliest under budget; of equal costs, the C' nearest the budget
-            best = under[np.lexsort((np.abs(grid[under] - budget_ms), -ms[under]))[0]]
+            best = under[np.lexsort((np.abs(grid[under] - budget), -priced[under]))[0]]
         else:
-            best = int(np.argmin(ms))
+            best = int(np.argmin(priced))
         condition, idx = float(grid[best]), rows[best]
-    lut_ms = float(_table_ms(table, idx[None, :])[0])
+    cost = float(_table_cost(table, idx[None, :])[0])
     predicted, interval, predictor = None, None, None
     if learned:
         q = float(table["log_half_width"])
-        predicted, interval, predictor = lut_ms, [lut_ms * math.exp(-q), lut_ms * math.exp(q)], \
+        predicted, interval, predictor = cost, [cost * math.exp(-q), cost * math.exp(q)], \
             str(table.get("predictor", "additive"))
     elif model is not None:
         plain = space.from_indices(idx)
@@ -835,16 +874,15 @@ def generate(run_dir: Path | str, budget_ms: float, calibrate: bool = True) -> d
         bounds = model.interval([plain])
         interval = [float(bounds[0][0]), float(bounds[1][0])] if bounds is not None else None
         predictor = model.name
-    ms = predicted if predicted is not None else lut_ms
+    held = predicted if predicted is not None and unit == "ms" else cost
     arch = space.from_indices(idx)
     arch = Arch(arch.space, arch.choices, arch.resolution, arch.width, arch.num_classes,
                 arch.channels, {"method": "shiftnas", "sampling": meta.get("sampling"),
-                                "budget_ms": float(budget_ms), "condition_ms": condition,
-                                "calibrated": bool(calibrate), "lut_ms": round(lut_ms, 6),
+                                "budget": float(budget), "unit": unit, "condition": condition,
+                                "calibrated": bool(calibrate), "cost": round(cost, 6),
                                 "predicted_ms": None if predicted is None else round(predicted, 6),
                                 "predictor": predictor, "run": run.name})
-    return {"arch": arch, "choices": list(arch.choices), "budget_ms": float(budget_ms),
-            "lut_ms": lut_ms, "predicted_ms": predicted, "interval_ms": interval,
-            "predictor": predictor, "predictor_note": note, "met": bool(ms <= budget_ms),
-            "condition_ms": condition, "calibrated": bool(calibrate),
-            "trained_range_ms": [lo, hi]}
+    return {"arch": arch, "choices": list(arch.choices), "budget": float(budget), "unit": unit,
+            "cost": cost, "predicted_ms": predicted, "interval_ms": interval,
+            "predictor": predictor, "predictor_note": note, "met": bool(held <= budget),
+            "condition": condition, "calibrated": bool(calibrate), "trained_range": [lo, hi]}
