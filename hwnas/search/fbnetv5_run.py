@@ -69,7 +69,14 @@ from hwnas.latency.loss import LatencyLoss
 from hwnas.latency.prediction import sibling_predictor
 from hwnas.profile.reader import Profile
 from hwnas.search.fbnetv5 import ReinforceEstimator, TaskDistributions
-from hwnas.search.trainer import BudgetController, arch_optimizer, cosine_lr, cycle, weight_optimizer
+from hwnas.search.trainer import (
+    BudgetController,
+    arch_optimizer,
+    cosine_lr,
+    cycle,
+    torch_threads,
+    weight_optimizer,
+)
 from hwnas.space import Arch, get_space
 from hwnas.space.fbnetv5 import FBNetV5Space, MultiPathNetwork, extract
 
@@ -301,13 +308,8 @@ def check_run_folder(config: FBNetV5Config) -> None:
 def run_fbnetv5(config: FBNetV5Config, progress: Callable[[dict], None] | None = None) -> dict:
     """Train the supernet and the task distributions; returns the summary (summary.json).
     `progress`, when given, is called after every step with its history row + `steps_total`."""
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
-    try:
+    with torch_threads(config.threads):
         return _run(config, progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train_space(space: FBNetV5Space, config: FBNetV5Config) -> FBNetV5Space:

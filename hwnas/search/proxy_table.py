@@ -35,6 +35,7 @@ import pandas as pd
 from hwnas._io import atomic_path
 from hwnas.data import check_spec
 from hwnas.errors import HwnasError
+from hwnas.search.trainer import torch_threads
 from hwnas.search.zero_cost import (
     DATA_DEPENDENT,
     LAYERWISE,
@@ -213,7 +214,6 @@ def _write_parquet(path: Path, rows: list[dict], settings: dict) -> None:
 def run_proxies(config: ProxiesConfig, progress: Callable[[int, int], None] | None = None,
                 space: SearchSpace | None = None) -> dict:
     """Score the architectures (module docstring); returns a summary. `progress(done, total)`."""
-    import torch
     from filelock import FileLock, Timeout
 
     t0 = time.monotonic()
@@ -260,9 +260,6 @@ def run_proxies(config: ProxiesConfig, progress: Callable[[int, int], None] | No
         if any(p in DATA_DEPENDENT for p in config.proxies) and todo:
             inputs, targets, _ = proxy_batch(config.data, space.resolution, config.batch_size,
                                              config.data_seed)
-        old_threads = torch.get_num_threads()
-        if config.threads:
-            torch.set_num_threads(int(config.threads))
         if partial.exists() and partial.stat().st_size:
             with open(partial, "rb") as f:
                 f.seek(-1, os.SEEK_END)
@@ -270,21 +267,18 @@ def run_proxies(config: ProxiesConfig, progress: Callable[[int, int], None] | No
             if torn:  # end the torn line, so that the next row starts on its own
                 with open(partial, "a") as f:
                     f.write("\n")
-        try:
-            with open(partial, "a") as f:
-                for n, (k, arch) in enumerate(todo):
-                    if progress:
-                        progress(len(archs) - len(todo) + n, len(archs))
-                    net = proxy_network(space, arch, config.seed)
-                    scores = compute_proxies(net, config.proxies, space.input_shape(),
-                                             inputs, targets)
-                    row = _row(k, space, arch, scores)
-                    f.write(json.dumps(row) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                    done[k] = row
-        finally:
-            torch.set_num_threads(old_threads)
+        with torch_threads(config.threads), open(partial, "a") as f:
+            for n, (k, arch) in enumerate(todo):
+                if progress:
+                    progress(len(archs) - len(todo) + n, len(archs))
+                net = proxy_network(space, arch, config.seed)
+                scores = compute_proxies(net, config.proxies, space.input_shape(),
+                                         inputs, targets)
+                row = _row(k, space, arch, scores)
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+                done[k] = row
         if progress:
             progress(len(archs), len(archs))
         order = [k for k, _ in archs] + sorted(set(done) - {k for k, _ in archs})

@@ -75,7 +75,13 @@ from hwnas.profile.reader import Profile
 from hwnas.search import gm
 from hwnas.search.strategy import check_same_settings
 from hwnas.search.supernet import WEIGHT_SHARING, SuperNet
-from hwnas.search.trainer import BudgetController, SearchLoop, evaluate_network, train_network
+from hwnas.search.trainer import (
+    BudgetController,
+    SearchLoop,
+    evaluate_network,
+    torch_threads,
+    train_network,
+)
 from hwnas.space import Arch, SearchSpace, get_space, space_of
 
 GRAD_MODES = ("full_v2", "two", "reinforce")
@@ -364,13 +370,8 @@ def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = N
     the way once-for-all's `EvolutionFinder` receives its efficiency predictor; E[LAT] stays the
     profile's table sum, fitted to follow it (`expected_latency_fit`).
     """
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
-    try:
+    with torch_threads(config.threads):
         return _run_search(config, progress, predictor)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None,
@@ -784,15 +785,10 @@ def train_arch(arch: Arch | str | Path, data_spec: str = "digits", epochs: int =
     if train_resolution is not None and train_resolution < 8:
         raise HwnasError(f"train_resolution must be at least 8, got {train_resolution}")
     check_spec(data_spec)
-    saved_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads):
         return _train_arch(arch, data_spec, epochs, batch_size, lr, seed, train_resolution,
                            train_width, out, max_batches, data_limit, valid_frac, test_frac,
                            progress)
-    finally:
-        torch.set_num_threads(saved_threads)
 
 
 def _train_arch(arch: Arch, data_spec: str, epochs: int, batch_size: int, lr: float, seed: int,

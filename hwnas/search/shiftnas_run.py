@@ -111,6 +111,7 @@ from hwnas.search.trainer import (
     cycle,
     evaluate_network,
     recalibrate_bn,
+    torch_threads,
     weight_optimizer,
 )
 from hwnas.space import Arch, SearchSpace, get_space
@@ -451,13 +452,8 @@ def run_shiftnas(config: ShiftNASConfig, progress: Callable[[dict], None] | None
     """Train a ShiftNAS supernet and AG; returns the summary written to RUN/summary.json.
     `progress`, when given, is called after every joint step with its history row plus
     `steps_total`."""
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
-    try:
+    with torch_threads(config.threads):
         return _run(config, progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def check_run_folder(config: ShiftNASConfig) -> None:

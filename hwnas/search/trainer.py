@@ -22,6 +22,7 @@ accuracy of the current argmax network after each epoch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -92,6 +93,19 @@ class BudgetController:
             self.weight += self.rate * gap
         self.weight = min(self.max_weight, max(self.min_weight, self.weight))
         return self.weight
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """`torch.set_num_threads(threads)` inside the block (unchanged for None or 0), restored
+    after it, exception or not: the `threads` setting of every training flow."""
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def cosine_lr(base: float, step: int, total: int) -> float:
