@@ -40,6 +40,7 @@ bench: setup
 	$(PY) benchmarks/search_budget.py
 	$(PY) benchmarks/zero_cost.py --threads 2
 	$(PY) benchmarks/shiftnas.py
+	$(PY) benchmarks/fbnetv5.py
 	$(LOCK) $(PY) benchmarks/export.py
 	$(PY) benchmarks/readme.py
 
