@@ -116,10 +116,10 @@ def test_fpga_hardware_embedding(nb201_df):
 def test_meta_training_reads_no_meta_test_column(nb201_df):
     table = LatencyTable(nb201_df, "nb201")
     dev = HELP_DEVICES["nb201"]
-    sources = help_sources(table, dev["meta_train"])
+    sources = help_sources(table, dev["meta_train"], encoding="onehot")
     valid = help_sources(table, dev["meta_valid"], with_query=True, encoding="onehot")
     assert table.read_devices == []  # lazy: nothing read yet
-    HELP(**TINY).fit(help_sources(table, dev["meta_train"], encoding="onehot"), valid)
+    HELP(**TINY).fit(sources, valid)
     LinearMapAdapter("best").fit(sources)
     assert set(table.read_devices) == set(dev["meta_train"]) | set(dev["meta_valid"])
     assert not set(table.read_devices) & set(dev["meta_test"])
