@@ -41,6 +41,7 @@ bench: setup
 	$(PY) benchmarks/zero_cost.py --threads 2
 	$(PY) benchmarks/shiftnas.py
 	$(PY) benchmarks/fbnetv5.py
+	nice $(PY) benchmarks/few_shot.py
 	$(LOCK) $(PY) benchmarks/export.py
 	$(PY) benchmarks/readme.py
 

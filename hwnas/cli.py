@@ -138,11 +138,26 @@ def profile(
                                             "kernel (the runtime's per-node profile), the "
                                             "training data of `hwnas predict MODEL.onnx` "
                                             "(ort-cpu; about 100 take 5 minutes)."),
+    ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                            help="Convert and time on a Ray cluster: `--ray` alone starts a local "
+                                 "Ray instance, `--ray auto` or `--ray HOST:PORT` joins a cluster "
+                                 "whose nodes declare resources like device:ort-cpu (needs "
+                                 "pip install 'hwnas[distributed]')."),
+    devices: str = typer.Option(None, help="With --ray: profile these devices at once "
+                                           "(comma-separated), one profile each in --out-dir."),
+    out_dir: Path = typer.Option(None, help="With --devices: folder of the profiles "
+                                            "[default: profiles]."),
+    device_resource: str = typer.Option(None, help="With --ray: the Ray resource that marks "
+                                                   "--device's nodes [default: device:<NAME>]."),
+    timing_cpus: str = typer.Option("node", help="With --ray: CPUs a timing task holds on its "
+                                                 "node, so that no conversion runs beside it "
+                                                 "('node': all of them; at least threads + 1)."),
 ) -> None:
     """Measure every distinct op of a space (the lookup table) and N whole networks on a device.
 
     Items are measured in shuffled interleaved rounds; finished rows are flushed as they come, so
-    an interrupted run loses at most the chunk in flight: rerun with --resume.
+    an interrupted run loses at most the chunk in flight: rerun with --resume. With --ray, the
+    conversions run as Ray tasks on any node and the timing on the nodes that hold the device.
     """
     from rich.progress import (
         BarColumn,
@@ -154,12 +169,22 @@ def profile(
     )
 
     from hwnas.devices.measurement import Protocol
-    from hwnas.profile.profiler import ProfileConfig, Profiler
+    from hwnas.profile.profiler import ProfileConfig
 
     config = ProfileConfig(device=device, space=space, resolution=resolution, width=width,
                            threads=threads, nets=nets, out=out, max_minutes=max_minutes,
                            seed=seed, generic=generic, kernel_nets=kernel_nets,
                            protocol=Protocol.quick() if quick else Protocol())
+    if ray is None:
+        given = [flag for flag, value in (("--devices", devices), ("--out-dir", out_dir),
+                                          ("--device-resource", device_resource),
+                                          ("--timing-cpus", timing_cpus != "node" or None))
+                 if value is not None]
+        if given:
+            raise HwnasError(f"{', '.join(given)}: only with --ray")
+    elif devices is not None and (out is not None or device_resource is not None):
+        raise HwnasError("--devices writes one profile per device in --out-dir: drop --out "
+                         "and --device-resource")
     columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as bar:
@@ -170,21 +195,83 @@ def profile(
                 tasks[phase] = bar.add_task(phase, total=total, completed=done)
             bar.update(tasks[phase], completed=done, total=total)
 
-        profiler = Profiler(config, progress=progress, log=console.print)
-        console.print(f"profiling [bold]{device}[/] ({threads} thread(s)) on "
-                      f"{profiler.space.name} {profiler.space.resolution}x"
-                      f"{profiler.space.resolution} -> {profiler.root}")
-        try:
-            root = profiler.run(resume=resume)
-        except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/]: measured rows are kept; continue with "
-                          f"`hwnas profile ... --out {profiler.root} --resume`")
-            raise typer.Exit(130) from None
+        if ray is not None:
+            root = _profile_ray(config, ray, devices, out_dir, device_resource, timing_cpus,
+                                resume, progress)
+        else:
+            root = _profile_here(config, resume, progress)
+    if isinstance(root, list):  # a farm: one row per device
+        _print_farm(root, config)
+        return
     from hwnas.profile.record import read_record
 
     record = read_record(root)
     console.print(f"{record.status}: {root}  (wall {record.wall_s:.0f} s, "
                   f"timed {record.timed_s:.0f} s)")
+
+
+def _profile_here(config, resume: bool, progress) -> Path:
+    """`hwnas profile` on this machine."""
+    from hwnas.profile.profiler import Profiler
+
+    device, threads = config.device, config.threads
+    profiler = Profiler(config, progress=progress, log=console.print)
+    console.print(f"profiling [bold]{device}[/] ({threads} thread(s)) on "
+                  f"{profiler.space.name} {profiler.space.resolution}x"
+                  f"{profiler.space.resolution} -> {profiler.root}")
+    try:
+        root = profiler.run(resume=resume)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: measured rows are kept; continue with "
+                      f"`hwnas profile ... --out {profiler.root} --resume`")
+        raise typer.Exit(130) from None
+    return root
+
+
+def _profile_ray(config, address: str, devices: str | None, out_dir: Path | None,
+                 device_resource: str | None, timing_cpus: str, resume: bool,
+                 progress) -> Path | list[dict]:
+    """`hwnas profile --ray`: one device (returns its profile) or a farm (returns its rows)."""
+    from hwnas.profile.farm import profile_farm, profile_on_ray
+
+    address = None if address == "local" else address
+    timing = timing_cpus if timing_cpus == "node" else _int_option("--timing-cpus", timing_cpus)
+    try:
+        if devices is None:
+            return profile_on_ray(config, address, device_resource, resume=resume,
+                                  timing_cpus=timing, progress=progress, log=console.print)
+        names = [d.strip() for d in devices.split(",") if d.strip()]
+        return profile_farm(names, config, out_dir or Path("profiles"), address, resume=resume,
+                            timing_cpus=timing, progress=progress, log=console.print)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: measured rows are kept; continue with the same "
+                      "command and --resume")
+        raise typer.Exit(130) from None
+
+
+def _print_farm(rows: list[dict], config) -> None:
+    """The farm's table (one row per device); exit 1 when a device failed."""
+    table = Table(title=f"device farm: {config.space}")
+    numeric = ("nodes", "ops", "nets", "wall s")
+    for col in ("device", "nodes", "status", "ops", "nets", "wall s", "profile"):
+        table.add_column(col, justify="right" if col in numeric else "left",
+                         overflow="fold", no_wrap=col in ("device", "status"))
+    for r in rows:
+        name = r["device"] if r["resource"] == f"device:{r['device']}" else \
+            f"{r['device']} ({r['resource']})"
+        table.add_row(escape(name), str(r["nodes"]),
+                      r["status"] if not r["error"] else f"[red]failed[/]: {escape(r['error'])}",
+                      str(r["ops"]), str(r["nets"]), f"{r['wall_s']:.0f}", escape(r["path"]))
+    console.print(table)
+    if any(r["error"] for r in rows):
+        raise typer.Exit(1)
+
+
+def _int_option(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise HwnasError(f"{flag} must be 'node' or a whole number, got {text!r}") from None
 
 
 def _load_profile(path: Path):
@@ -1171,10 +1258,27 @@ def _click_exceptions():
     return exceptions
 
 
+# options whose value may be left out, and the value they then take (typer has no such option)
+OPTIONAL_VALUES = {"--ray": "local"}
+
+
+def _optional_values(argv: list[str]) -> list[str]:
+    """`--ray` at the end or before another option becomes `--ray local`."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--":
+            return out + argv[i + 1:]
+        if arg in OPTIONAL_VALUES and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(OPTIONAL_VALUES[arg])
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: every user mistake becomes one `error:` line on stderr and exit
     code 2 (an `HwnasError` from hwnas, or an option that does not parse); never a traceback."""
     exc = _click_exceptions()
+    argv = _optional_values(list(sys.argv[1:] if argv is None else argv))
     try:
         code = app(args=argv, prog_name="hwnas", standalone_mode=False)
     except HwnasError as e:

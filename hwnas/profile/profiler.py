@@ -7,11 +7,16 @@ median stored in each row (`reference_ms`) and in the record's reference timings
 (`ProfileRecord`, frozen) is replaced with updated progress and rewritten after every chunk.
 Killed at any point, the profile keeps every finished chunk, and `--resume` measures only what
 is missing (the nets to measure are fixed in plan.json at the start of the nets phase).
+
+One chunk's conversion, loading and timing is `measure_chunk`, and writing its rows and the
+record is `Profiler._write_chunk`: `hwnas.profile.farm` (`hwnas profile --ray`) runs the first
+as Ray tasks on the device's node and the second in the driver, with this class's planning.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,8 +39,8 @@ from hwnas.profile.store import STAT_COLUMNS, ProfileWriter
 from hwnas.space import Arch, OpSpec, SearchSpace, get_space
 
 # re-exported: the benchmarks and tests import these from here
-__all__ = ["Item", "ProfileConfig", "Profiler", "build_net", "build_op", "default_profile_id",
-           "measure_items", "net_items"]
+__all__ = ["ChunkResult", "Item", "ProfileConfig", "Profiler", "build_net", "build_op",
+           "default_profile_id", "measure_chunk", "measure_items", "net_items"]
 
 
 def default_profile_id(device: str, threads: int, space: SearchSpace) -> str:
@@ -88,9 +93,7 @@ class Profiler:
         self.log = log or (lambda msg: None)
         self.space = get_space(config.space, config.resolution, config.width)
         self.backend: Backend = get_backend(config.device, threads=config.threads)
-        ok, reason = self.backend.available()
-        if not ok:
-            raise HwnasError(f"device {config.device!r} cannot run here: {reason}")
+        self._check_backend()
         out = config.out or Path("profiles") / default_profile_id(config.device, config.threads,
                                                                   self.space)
         self.writer = ProfileWriter(Path(out))
@@ -107,13 +110,23 @@ class Profiler:
         return self.writer.root
 
     # --- setup --------------------------------------------------------------------------------
+    def _check_backend(self) -> None:
+        """The device must run here (a farm profiler checks it on the device's nodes instead)."""
+        ok, reason = self.backend.available()
+        if not ok:
+            raise HwnasError(f"device {self.config.device!r} cannot run here: {reason}")
+
+    def _fingerprint(self) -> dict:
+        """The measuring device's fingerprint (a farm profiler's comes from the device's node)."""
+        return self.backend.fingerprint()
+
     def _new_record(self) -> ProfileRecord:
         return ProfileRecord(
             schema_version=SCHEMA_VERSION,
             created=now(),
             updated=now(),
             status="measuring",
-            fingerprint=self.backend.fingerprint(),
+            fingerprint=self._fingerprint(),
             backend=self.config.device,
             backend_options=self.backend.options(),
             protocol=self.config.protocol.to_dict(),
@@ -133,7 +146,7 @@ class Profiler:
             if not resume:
                 raise HwnasError(f"{self.root} already holds a profile; pass --resume to continue "
                                  "it or choose another --out")
-            self.writer.check_fingerprint(self.backend.fingerprint())
+            self.writer.check_fingerprint(self._fingerprint())
             record = self.writer.read_record()
             theirs = (record.space, record.space_settings.get("resolution"),
                       record.space_settings.get("width"))
@@ -180,8 +193,7 @@ class Profiler:
             return cached
         torch.manual_seed(0)
         module, shape = item.build()
-        return self.backend.convert(module, shape, workdir / f"{abs(hash(item.key))}."
-                                                          f"{self.backend.artifact}")
+        return self.backend.convert(module, shape, workdir / artifact_name(self.backend, item.key))
 
     def _preconvert(self, items: list[Item], phase: str) -> None:
         """Bulk conversion in worker processes where the backend offers it (litert)."""
@@ -211,29 +223,25 @@ class Profiler:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.monotonic()
                 reference = self._reference_runner()
-                runners = {}
-                for it in chunk:
-                    path = self._convert_one(it, Path(tmp))
-                    runners[it.key] = self.backend.load(path, it.shape)
                 self.convert_s += time.monotonic() - t0
-                results, drift = time_with_reference(runners, reference, self.config.protocol,
-                                                     self.rng)
-                del runners
-            ref = drift.reference_ms
-            rows = [{**self._row(it, results[it.key]), "reference_ms": ref} for it in chunk]
-            self.timed_s += sum(results[it.key].extra["timed_ms_all"] for it in chunk) / 1e3
-            self.writer.append(table, rows)
-            self.record = self.record.updated_now(reference=self.record.reference.with_timing(ref)
-                                                  if self.record.reference else None)
-            self.writer.write_record(self.record)
+                result = measure_chunk(self.backend, chunk, reference, self.config.protocol,
+                                       self.rng, Path(tmp), self._converted)
+            self._write_chunk(table, result)
             done += len(chunk)
             self.progress(phase, done, total)
         return True
 
-    @staticmethod
-    def _row(item: Item, m: Measurement) -> dict:
-        stats = m.stats()
-        return {**item.row, **{k: stats[k] for k in STAT_COLUMNS}, "measured_at": now()}
+    def _write_chunk(self, table: str, result: ChunkResult) -> None:
+        """Append a measured chunk's rows to `table` and rewrite the record (its reference
+        timing, the time counters): the one writer of measured rows, local or on a farm."""
+        self.convert_s += result.convert_s
+        self.timed_s += result.timed_s
+        self.writer.append(table, result.rows)
+        ref = result.reference_ms
+        self.record = self.record.updated_now(reference=self.record.reference.with_timing(ref)
+                                              if self.record.reference and ref else
+                                              self.record.reference)
+        self.writer.write_record(self.record)
 
     def all_ops(self) -> list[tuple[OpSpec, str]]:
         """The space's distinct ops, then `generic` sampled generic ops: (op, source)."""
@@ -335,6 +343,51 @@ class Profiler:
             progress=lambda done, total: self.progress("kernel nets", done, total))
         self.convert_s += time.monotonic() - t0  # conversion, timing and per-node profiling
         return left == 0
+
+
+@dataclass
+class ChunkResult:
+    """One measured chunk: its rows (the item's fields, `STAT_COLUMNS`, `measured_at`,
+    `reference_ms`), the drift reference's median in the same rounds, and the seconds spent
+    converting + loading and timing."""
+
+    rows: list[dict]
+    reference_ms: float | None
+    convert_s: float
+    timed_s: float
+
+
+def artifact_name(backend: Backend, key: str) -> str:
+    """The file name an item's artifact is converted to (keys may be long or hold any character)."""
+    return f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.{backend.artifact}"
+
+
+def measure_chunk(backend: Backend, chunk: list[Item], reference, protocol: Protocol,
+                  rng: np.random.Generator, workdir: Path,
+                  converted: dict[str, Path] | None = None) -> ChunkResult:
+    """Convert (unless `converted` holds an item's artifact) and load a chunk's items on
+    `backend`, then time them in shuffled interleaved rounds beside the loaded drift `reference`
+    (or alone when it is None): one chunk of a profile, wherever it runs."""
+    t0 = time.monotonic()
+    runners = {}
+    for it in chunk:
+        path = (converted or {}).get(it.key)
+        if path is None:
+            torch.manual_seed(0)
+            module, shape = it.build()
+            path = backend.convert(module, shape, Path(workdir) / artifact_name(backend, it.key))
+        runners[it.key] = backend.load(path, it.shape)
+    convert_s = time.monotonic() - t0
+    results, drift = time_with_reference(runners, reference, protocol, rng)
+    del runners
+    ref = drift.reference_ms
+    rows = []
+    for it in chunk:
+        stats = results[it.key].stats()
+        rows.append({**it.row, **{k: stats[k] for k in STAT_COLUMNS}, "measured_at": now(),
+                     "reference_ms": ref})
+    timed_s = sum(results[it.key].extra["timed_ms_all"] for it in chunk) / 1e3
+    return ChunkResult(rows, ref, convert_s, timed_s)
 
 
 def measure_items(backend: Backend, items: list[Item], protocol: Protocol, chunk: int = 16,
