@@ -85,3 +85,59 @@ def sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_model_config(folder: str | Path, config_file: str, weights_file: str, fmt: str,
+                      fields: tuple[str, ...]) -> tuple[dict, Path, Path]:
+    """The JSON half of a model saved as JSON + safetensors (ParZC, HELP): both files must exist,
+    the JSON must be an object with `"format": fmt` and every one of `fields`; returns (the
+    document, its path, the weights' path). Any problem -> HwnasError("<file>: <what>")."""
+    from hwnas.errors import HwnasError
+
+    folder = Path(folder)
+    cfg_path, w_path = folder / config_file, folder / weights_file
+    for path in (cfg_path, w_path):
+        if not path.is_file():
+            raise HwnasError(f"{path}: file not found")
+    try:
+        doc = json.loads(cfg_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HwnasError(f"{cfg_path}: not readable JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise HwnasError(f"{cfg_path}: expected a JSON object, got {type(doc).__name__}")
+    if doc.get("format") != fmt:
+        raise HwnasError(f"{cfg_path}: format is {doc.get('format')!r}, expected {fmt!r}")
+    for key in fields:
+        if key not in doc:
+            raise HwnasError(f"{cfg_path}: missing field {key!r}")
+    return doc, cfg_path, w_path
+
+
+def read_checked_tensors(path: Path, expected: dict, config_file: str) -> dict:
+    """The weights half: the tensors of a safetensors file (no pickle, no code runs), which must
+    be exactly `expected`'s names with their shapes and dtypes, and finite. Any problem ->
+    HwnasError("<file>: <what>") naming `config_file` as the model description."""
+    import torch
+    from safetensors.torch import load_file
+
+    from hwnas.errors import HwnasError
+
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # not a safetensors file (a pickle, truncated, ...): nothing runs
+        raise HwnasError(f"{path}: not a valid safetensors file ({type(e).__name__}: {e})"
+                         ) from None
+    missing, unknown = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unknown:
+        raise HwnasError(f"{path}: tensors do not match the model in {config_file}: missing "
+                         f"{missing}, unexpected {unknown}")
+    for key, ref in expected.items():
+        t = state[key]
+        if tuple(t.shape) != tuple(ref.shape):
+            raise HwnasError(f"{path}: tensor {key!r} has shape {tuple(t.shape)}, the model in "
+                             f"{config_file} needs {tuple(ref.shape)}")
+        if t.dtype != ref.dtype:
+            raise HwnasError(f"{path}: tensor {key!r} has dtype {t.dtype}, expected {ref.dtype}")
+        if not torch.isfinite(t).all():
+            raise HwnasError(f"{path}: tensor {key!r} has non-finite values")
+    return state

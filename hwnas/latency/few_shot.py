@@ -37,7 +37,6 @@ give a noisy quantile. Predictions are floored at 1e-9 ms for the log.
 from __future__ import annotations
 
 import abc
-import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -51,7 +50,7 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from sklearn.linear_model import Ridge
 
-from hwnas._io import atomic_path, dumps, write_text
+from hwnas._io import atomic_path, dumps, read_checked_tensors, read_model_config, write_text
 from hwnas.errors import HwnasError, NotFittedError
 from hwnas.latency.learned import conformal_q
 
@@ -1088,28 +1087,13 @@ class HELP(FewShotPredictor):
         tensors' names, shapes and dtypes are those of the model it describes, with finite
         values; any problem -> HwnasError("<file>: <what is wrong>"). The weights are read with
         safetensors only: no pickle, no code runs."""
-        from safetensors.torch import load_file
+        doc, cfg_path, w_path = read_model_config(
+            folder, CONFIG_FILE, WEIGHTS_FILE, FORMAT,
+            ("params", "n_features_in", "sources", "best_episode", "history", "meta"))
 
-        folder = Path(folder)
-        cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-        for path in (cfg_path, w_path):
-            if not path.is_file():
-                raise HwnasError(f"{path}: file not found")
+        def bad(what: str) -> HwnasError:
+            return HwnasError(f"{cfg_path}: {what}")
 
-        def bad(what: str, path: Path = cfg_path) -> HwnasError:
-            return HwnasError(f"{path}: {what}")
-
-        try:
-            doc = json.loads(cfg_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise bad(f"not readable JSON ({e})") from None
-        if not isinstance(doc, dict):
-            raise bad(f"expected a JSON object, got {type(doc).__name__}")
-        if doc.get("format") != FORMAT:
-            raise bad(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
-        for key in ("params", "n_features_in", "sources", "best_episode", "history", "meta"):
-            if key not in doc:
-                raise bad(f"missing field {key!r}")
         params = doc["params"]
         if not isinstance(params, dict) or set(params) != set(_HELP_PARAMS):
             raise bad(f"params must be an object with exactly {sorted(_HELP_PARAMS)}")
@@ -1139,22 +1123,7 @@ class HELP(FewShotPredictor):
             est._build(n_in)
         except HwnasError as e:
             raise bad(str(e)) from None
-        try:
-            state = load_file(str(w_path))
-        except Exception as e:  # not a safetensors file (a pickle, truncated, ...): nothing runs
-            raise bad(f"not a valid safetensors file ({type(e).__name__}: {e})", w_path) from None
-        expected = est._state()
-        missing, unknown = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        if missing or unknown:
-            raise bad(f"tensors do not match the model in {CONFIG_FILE}: missing {missing}, "
-                      f"unexpected {unknown}", w_path)
-        for key, ref in expected.items():
-            t = state[key]
-            if tuple(t.shape) != tuple(ref.shape) or t.dtype != ref.dtype:
-                raise bad(f"tensor {key!r} is {t.dtype} {tuple(t.shape)}, the model in "
-                          f"{CONFIG_FILE} needs {ref.dtype} {tuple(ref.shape)}", w_path)
-            if not torch.isfinite(t).all():
-                raise bad(f"tensor {key!r} has non-finite values", w_path)
+        state = read_checked_tensors(w_path, est._state(), CONFIG_FILE)
         est._set_state(state)
         est.sources_ = list(doc["sources"])
         est.best_episode_ = best

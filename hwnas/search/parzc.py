@@ -49,7 +49,6 @@ checks both and raises `HwnasError("<file>: <what is wrong>")`. No pickle is rea
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -61,7 +60,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hwnas._io import atomic_path, dumps, write_text
+from hwnas._io import atomic_path, dumps, read_checked_tensors, read_model_config, write_text
 from hwnas.errors import HwnasError, NotFittedError
 
 FORMAT = "hwnas-parzc-1"
@@ -613,28 +612,13 @@ class ParZC:
         fields and types, and that the tensors' names, dtypes and shapes are those of the model the
         JSON describes, with finite values; any problem -> HwnasError("<file>: <what is wrong>").
         The weights are read with safetensors only (no pickle, no code runs)."""
-        from safetensors.torch import load_file
+        doc, cfg_path, w_path = read_model_config(
+            folder, CONFIG_FILE, WEIGHTS_FILE, FORMAT,
+            ("params", "n_features_in", "y_mean", "y_std", "meta"))
 
-        folder = Path(folder)
-        cfg_path, w_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-        for path in (cfg_path, w_path):
-            if not path.is_file():
-                raise HwnasError(f"{path}: file not found")
+        def bad(what: str) -> HwnasError:
+            return HwnasError(f"{cfg_path}: {what}")
 
-        def bad(what: str, path: Path = cfg_path) -> HwnasError:
-            return HwnasError(f"{path}: {what}")
-
-        try:
-            doc = json.loads(cfg_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise bad(f"not readable JSON ({e})") from None
-        if not isinstance(doc, dict):
-            raise bad(f"expected a JSON object, got {type(doc).__name__}")
-        if doc.get("format") != FORMAT:
-            raise bad(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
-        for key in ("params", "n_features_in", "y_mean", "y_std", "meta"):
-            if key not in doc:
-                raise bad(f"missing field {key!r}")
         params = doc["params"]
         if not isinstance(params, dict):
             raise bad(f"params must be an object, got {type(params).__name__}")
@@ -665,26 +649,8 @@ class ParZC:
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in curve):
             raise bad("loss_curve must be a list of numbers")
 
-        try:
-            state = load_file(str(w_path))
-        except Exception as e:  # not a safetensors file (a pickle, truncated, ...): nothing is executed
-            raise bad(f"not a valid safetensors file ({type(e).__name__}: {e})", w_path) from None
         model = est._build(n_feat)
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unknown = sorted(set(state) - set(expected))
-        if missing or unknown:
-            raise bad(f"tensors do not match the model in {CONFIG_FILE}: missing {missing}, "
-                      f"unexpected {unknown}", w_path)
-        for key, ref in expected.items():
-            t = state[key]
-            if tuple(t.shape) != tuple(ref.shape):
-                raise bad(f"tensor {key!r} has shape {tuple(t.shape)}, the model in {CONFIG_FILE} "
-                          f"needs {tuple(ref.shape)}", w_path)
-            if t.dtype != ref.dtype:
-                raise bad(f"tensor {key!r} has dtype {t.dtype}, expected {ref.dtype}", w_path)
-            if not torch.isfinite(t).all():
-                raise bad(f"tensor {key!r} has non-finite values", w_path)
+        state = read_checked_tensors(w_path, model.state_dict(), CONFIG_FILE)
         model.load_state_dict(state, strict=True)
         model.eval()
         est.model_, est.n_features_in_ = model, n_feat
