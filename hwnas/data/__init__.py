@@ -54,9 +54,48 @@ class Split:
         return int(self.y.numel())
 
 
+class SplitData:
+    """What every dataset of a proxy task shares: its `train` / `valid` / `test` splits (each
+    with uint8 images `x`), the training split's per-channel `mean` / `std`, and seeded
+    batches. A subclass says what a batch's targets are (`_targets`)."""
+
+    def split(self, name: str):
+        if name not in ("train", "valid", "test"):
+            raise ValueError(f"unknown split {name!r}")
+        return getattr(self, name)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 255.0
+        return (x - self.mean[None, :, None, None]) / self.std[None, :, None, None]
+
+    def _targets(self, split, idx: torch.Tensor):
+        raise NotImplementedError
+
+    def batches(self, split: str, batch_size: int, shuffle: bool = True, seed: int = 0,
+                drop_last: bool = False, max_batches: int | None = None) -> Iterator[tuple]:
+        """(normalised float images, targets) batches; shuffled by a seeded permutation."""
+        s = self.split(split)
+        n = len(s)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle \
+            else torch.arange(n)
+        stop = n - n % batch_size if drop_last and n >= batch_size else n
+        for k, start in enumerate(range(0, stop, batch_size)):
+            if max_batches is not None and k >= max_batches:
+                return
+            idx = order[start:start + batch_size]
+            yield self.normalize(s.x[idx]), self._targets(s, idx)
+
+    def n_batches(self, split: str, batch_size: int, drop_last: bool = False,
+                  max_batches: int | None = None) -> int:
+        n = len(self.split(split))
+        k = n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
+        return min(k, max_batches) if max_batches is not None else k
+
+
 @dataclass
-class ImageData:
-    """Train / valid / test splits of one dataset at one resolution."""
+class ImageData(SplitData):
+    """Train / valid / test splits of one dataset at one resolution; a batch's targets are the
+    labels."""
 
     name: str
     classes: list[str]
@@ -71,35 +110,8 @@ class ImageData:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def split(self, name: str) -> Split:
-        if name not in ("train", "valid", "test"):
-            raise ValueError(f"unknown split {name!r}")
-        return getattr(self, name)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 255.0
-        return (x - self.mean[None, :, None, None]) / self.std[None, :, None, None]
-
-    def batches(self, split: str, batch_size: int, shuffle: bool = True, seed: int = 0,
-                drop_last: bool = False, max_batches: int | None = None
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(normalised float images, labels) batches; shuffled by a seeded permutation."""
-        s = self.split(split)
-        n = len(s)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle \
-            else torch.arange(n)
-        stop = n - n % batch_size if drop_last and n >= batch_size else n
-        for k, start in enumerate(range(0, stop, batch_size)):
-            if max_batches is not None and k >= max_batches:
-                return
-            idx = order[start:start + batch_size]
-            yield self.normalize(s.x[idx]), s.y[idx]
-
-    def n_batches(self, split: str, batch_size: int, drop_last: bool = False,
-                  max_batches: int | None = None) -> int:
-        n = len(self.split(split))
-        k = n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
-        return min(k, max_batches) if max_batches is not None else k
+    def _targets(self, split: Split, idx: torch.Tensor) -> torch.Tensor:
+        return split.y[idx]
 
     def describe(self) -> dict:
         return {"name": self.name, "classes": self.num_classes, "resolution": self.resolution,

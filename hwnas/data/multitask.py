@@ -43,14 +43,14 @@ Metrics (`TASK_METRIC` names the one per task): `accuracy`, `miou` / `MeanIoU` a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hwnas.data import _digits, _holdout, _resize_uint8
+from hwnas.data import SplitData, _digits, _holdout, _resize_uint8
 from hwnas.errors import HwnasError
 
 TASKS = ("cls", "seg", "det")
@@ -85,8 +85,9 @@ class MultiTaskSplit:
 
 
 @dataclass
-class MultiTaskData:
-    """Train / valid / test splits of one multi-task dataset at one resolution."""
+class MultiTaskData(SplitData):
+    """Train / valid / test splits of one multi-task dataset at one resolution; a batch's
+    targets are {task: targets}."""
 
     name: str
     tasks: tuple[str, ...]
@@ -98,36 +99,8 @@ class MultiTaskData:
     mean: torch.Tensor  # (3,) in [0, 1]
     std: torch.Tensor
 
-    def split(self, name: str) -> MultiTaskSplit:
-        if name not in ("train", "valid", "test"):
-            raise ValueError(f"unknown split {name!r}")
-        return getattr(self, name)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 255.0
-        return (x - self.mean[None, :, None, None]) / self.std[None, :, None, None]
-
-    def batches(self, split: str, batch_size: int, shuffle: bool = True, seed: int = 0,
-                drop_last: bool = False, max_batches: int | None = None
-                ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-        """(normalised float images, {task: targets}) batches; shuffled by a seeded permutation."""
-        s = self.split(split)
-        n = len(s)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle \
-            else torch.arange(n)
-        stop = n - n % batch_size if drop_last and n >= batch_size else n
-        targets = s.targets
-        for k, start in enumerate(range(0, stop, batch_size)):
-            if max_batches is not None and k >= max_batches:
-                return
-            idx = order[start:start + batch_size]
-            yield self.normalize(s.x[idx]), {t: v[idx] for t, v in targets.items()}
-
-    def n_batches(self, split: str, batch_size: int, drop_last: bool = False,
-                  max_batches: int | None = None) -> int:
-        n = len(self.split(split))
-        k = n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
-        return min(k, max_batches) if max_batches is not None else k
+    def _targets(self, split: MultiTaskSplit, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {t: v[idx] for t, v in split.targets.items()}
 
     def describe(self) -> dict:
         return {"name": self.name, "tasks": list(self.tasks), "num_classes": dict(self.num_classes),
