@@ -141,3 +141,24 @@ def read_checked_tensors(path: Path, expected: dict, config_file: str) -> dict:
         if not torch.isfinite(t).all():
             raise HwnasError(f"{path}: tensor {key!r} has non-finite values")
     return state
+
+
+def write_model_folder(folder: str | Path, config_file: str, weights_file: str, fmt: str,
+                       doc: dict, state: dict) -> None:
+    """Save a model as JSON + safetensors (what `read_model_config` / `read_checked_tensors`
+    read back): the weights first, then the JSON, each atomically; a `doc` that is not JSON is
+    refused (HwnasError) before anything is written."""
+    from safetensors.torch import save_file
+
+    from hwnas.errors import HwnasError
+
+    try:
+        text = dumps(doc)
+    except (TypeError, ValueError) as e:
+        raise HwnasError(f"meta cannot be written as JSON: {e}") from None
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / weights_file) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
+                  metadata={"format": fmt})
+    write_text(folder / config_file, text + "\n")

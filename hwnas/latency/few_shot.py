@@ -50,7 +50,11 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from sklearn.linear_model import Ridge
 
-from hwnas._io import atomic_path, dumps, read_checked_tensors, read_model_config, write_text
+from hwnas._io import (
+    read_checked_tensors,
+    read_model_config,
+    write_model_folder,
+)
 from hwnas.errors import HwnasError, NotFittedError
 from hwnas.latency.learned import conformal_q
 
@@ -1060,7 +1064,6 @@ class HELP(FewShotPredictor):
         inference network "z.*") and folder/help.json (format, hyper-parameters,
         n_features_in, sources, model selection, `meta`), each atomically. The adapted target
         state is not saved: `adapt` again after `load`."""
-        from safetensors.torch import save_file
 
         if not hasattr(self, "params_"):
             raise NotFittedError("HELP: nothing to save before fit()")
@@ -1069,16 +1072,7 @@ class HELP(FewShotPredictor):
                "n_features_in": int(self.n_features_in_), "sources": list(self.sources_),
                "best_episode": self.best_episode_, "history": [list(h) for h in self.history_],
                "meta": meta}
-        try:
-            text = dumps(doc)
-        except (TypeError, ValueError) as e:
-            raise HwnasError(f"meta cannot be written as JSON: {e}") from None
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.contiguous() for k, v in self._state().items()}
-        with atomic_path(folder / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": FORMAT})
-        write_text(folder / CONFIG_FILE, text + "\n")
+        write_model_folder(folder, CONFIG_FILE, WEIGHTS_FILE, FORMAT, doc, self._state())
         self.meta_ = meta
 
     @classmethod

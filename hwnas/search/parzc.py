@@ -60,7 +60,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hwnas._io import atomic_path, dumps, read_checked_tensors, read_model_config, write_text
+from hwnas._io import (
+    read_checked_tensors,
+    read_model_config,
+    write_model_folder,
+)
 from hwnas.errors import HwnasError, NotFittedError
 
 FORMAT = "hwnas-parzc-1"
@@ -579,7 +583,6 @@ class ParZC:
         """Write folder/parzc.safetensors (the MABN state dict) and folder/parzc.json (format,
         hyper-parameters, n_features_in_, y_mean_, y_std_, loss_curve_, `meta`), each atomically.
         `meta` (JSON-serialisable; e.g. proxies, length, space) replaces `meta_` when given."""
-        from safetensors.torch import save_file
 
         self._check_fitted()
         if meta is not None and not isinstance(meta, dict):
@@ -594,16 +597,8 @@ class ParZC:
             "loss_curve": [float(v) for v in getattr(self, "loss_curve_", [])],
             "meta": meta,
         }
-        try:
-            text = dumps(doc)
-        except (TypeError, ValueError) as e:
-            raise HwnasError(f"meta cannot be written as JSON: {e}") from None
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-        with atomic_path(folder / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": FORMAT})
-        write_text(folder / CONFIG_FILE, text + "\n")
+        write_model_folder(folder, CONFIG_FILE, WEIGHTS_FILE, FORMAT, doc,
+                           {k: v.detach().cpu() for k, v in self.model_.state_dict().items()})
         self.meta_ = meta
 
     @classmethod
