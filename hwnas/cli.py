@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -696,6 +697,18 @@ def _budget_number(text: str | None) -> float | None:
     return value
 
 
+def _with_step_bar(label: str, steps: int, run: Callable[[Callable[[dict], None]], dict]
+                   ) -> dict:
+    """`run(progress)` under a progress bar of `steps` steps, `progress` called with each
+    step's row (its `step` and `steps_total`), as the ShiftNAS and FBNetV5 runs report."""
+    from rich.progress import Progress
+
+    with Progress(console=console) as bar:
+        task = bar.add_task(label, total=steps)
+        return run(lambda row: bar.update(task, completed=row["step"] + 1,
+                                          total=row["steps_total"]))
+
+
 def _fbnetv5_search(profile: Path, budgets: str | None, tasks: str | None, out: Path, data: str,
                     batch_size: int, train_resolution: int, seed: int, resume: bool,
                     steps: int | None) -> None:
@@ -708,15 +721,8 @@ def _fbnetv5_search(profile: Path, budgets: str | None, tasks: str | None, out: 
                            train_resolution=train_resolution, seed=seed, resume=resume,
                            **options)
     check_run_folder(config)  # before the progress bar
-    from rich.progress import Progress
-
-    with Progress(console=console) as bar:
-        task = bar.add_task(f"fbnetv5 ({','.join(config.tasks)})", total=config.steps)
-
-        def progress(row: dict) -> None:
-            bar.update(task, completed=row["step"] + 1, total=row["steps_total"])
-
-        summary = run_fbnetv5(config, progress)
+    summary = _with_step_bar(f"fbnetv5 ({','.join(config.tasks)})", config.steps,
+                             lambda progress: run_fbnetv5(config, progress))
     for t, r in summary["per_task"].items():
         budget = r["budget_ms"]
         met = "" if budget is None else (
@@ -760,15 +766,8 @@ def _shiftnas_search(profile: Path, budget_ms: float | None, out: Path, data: st
         raise HwnasError("--budget-ms: a --cost flops run takes budgets in GFLOPs; train it, "
                          "then `hwnas generate RUN --budget-gflops X`")
     check_run_folder(config)  # before the progress bar
-    from rich.progress import Progress
-
-    with Progress(console=console) as bar:
-        task = bar.add_task(f"shiftnas ({config.sampling})", total=config.steps)
-
-        def progress(row: dict) -> None:
-            bar.update(task, completed=row["step"] + 1, total=row["steps_total"])
-
-        summary = run_shiftnas(config, progress)
+    summary = _with_step_bar(f"shiftnas ({config.sampling})", config.steps,
+                             lambda progress: run_shiftnas(config, progress))
     lo, hi = summary["trained_range"]
     unit = summary["unit"]
     flag = "--budget-ms" if unit == "ms" else "--budget-gflops"
