@@ -299,6 +299,10 @@ def _bits_arch(space: FBNetV5Space, bits: Sequence[bool]) -> Arch:
 def check_run_folder(config: FBNetV5Config) -> None:
     """The checks made before anything is shown or written."""
     load_profile(config.profile)
+    _check_out(config)
+
+
+def _check_out(config: FBNetV5Config) -> None:
     present = [n for n in RUN_FILES if (config.out / n).exists()]
     if present and config.resume:
         raise HwnasError(f"{config.out} already holds a run ({', '.join(present)}); an FBNetV5 run "
@@ -321,7 +325,7 @@ def _train_space(space: FBNetV5Space, config: FBNetV5Config) -> FBNetV5Space:
 def _run(config: FBNetV5Config, progress: Callable[[dict], None] | None) -> dict:
     t_start = time.monotonic()
     profile, pspace = load_profile(config.profile)
-    check_run_folder(config)
+    _check_out(config)
     out = config.out
     for n in RUN_FILES:
         if (out / n).exists():

@@ -460,7 +460,11 @@ def check_run_folder(config: ShiftNASConfig) -> None:
     """The checks made before anything is shown or written: the profile (space `ofa`, with a
     lookup table or measured networks), and an `out` that already holds a run while `resume`
     is True (no resume)."""
-    _load_profile(config.profile)
+    _checked_profile(config.profile)
+    _check_out(config)
+
+
+def _check_out(config: ShiftNASConfig) -> None:
     present = [name for name in RUN_FILES if (config.out / name).exists()]
     if present and config.resume:
         raise HwnasError(f"{config.out} already holds a run ({', '.join(present)}); ShiftNAS "
@@ -469,25 +473,31 @@ def check_run_folder(config: ShiftNASConfig) -> None:
 
 
 def _prepare_out(config: ShiftNASConfig) -> None:
-    check_run_folder(config)
+    _check_out(config)
     out = config.out
     for name in [name for name in RUN_FILES if (out / name).exists()]:
         (out / name).unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _load_profile(path: Path) -> tuple[Profile, CostModel]:
-    """The profile and its cost model: the measured lookup table, or for a nets-only profile
-    (an imported latency table) the additive table learned from its networks."""
+def _checked_profile(path: Path) -> Profile:
+    """The profile, of space `ofa`, with a lookup table or measured networks."""
     profile = Profile.load(path)
     if profile.space.name != "ofa":
         raise HwnasError(f"{profile.root}: ShiftNAS needs a profile of space 'ofa', this one is "
                          f"{profile.space.name!r}")
-    if len(profile.ops):
-        return profile, LookupTablePredictor.from_profile(profile)
-    if not len(profile.nets):
+    if not len(profile.ops) and not len(profile.nets):
         raise HwnasError(f"{profile.root}: the profile has neither a lookup table (ops.parquet) "
                          "nor measured networks (nets.parquet): ShiftNAS prices choices per slot")
+    return profile
+
+
+def _load_profile(path: Path) -> tuple[Profile, CostModel]:
+    """The profile and its cost model: the measured lookup table, or for a nets-only profile
+    (an imported latency table) the additive table learned from its networks."""
+    profile = _checked_profile(path)
+    if len(profile.ops):
+        return profile, LookupTablePredictor.from_profile(profile)
     return profile, AdditivePredictor.from_profile(profile)
 
 
@@ -507,9 +517,10 @@ def flops_table(space: SearchSpace) -> LookupTablePredictor:
 def _cost_model(config: ShiftNASConfig) -> tuple[Profile, CostModel, str]:
     """(profile, the run's cost model, its unit): the profile's latency model in ms, or the
     space's FLOPs table in GFLOPs (`cost="flops"`)."""
-    profile, model = _load_profile(config.profile)
     if config.cost == "flops":
+        profile = _checked_profile(config.profile)
         return profile, flops_table(profile.space), "GFLOPs"
+    profile, model = _load_profile(config.profile)
     return profile, model, "ms"
 
 
