@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -160,15 +161,6 @@ def profile(
     an interrupted run loses at most the chunk in flight: rerun with --resume. With --ray, the
     conversions run as Ray tasks on any node and the timing on the nodes that hold the device.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from hwnas.devices.measurement import Protocol
     from hwnas.profile.profiler import ProfileConfig
 
@@ -186,16 +178,7 @@ def profile(
     elif devices is not None and (out is not None or device_resource is not None):
         raise HwnasError("--devices writes one profile per device in --out-dir: drop --out "
                          "and --device-resource")
-    columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total, completed=done)
-            bar.update(tasks[phase], completed=done, total=total)
-
+    with _phase_bars() as progress:
         if ray is not None:
             root = _profile_ray(config, ray, devices, out_dir, device_resource, timing_cpus,
                                 resume, progress)
@@ -209,6 +192,32 @@ def profile(
     record = read_record(root)
     console.print(f"{record.status}: {root}  (wall {record.wall_s:.0f} s, "
                   f"timed {record.timed_s:.0f} s)")
+
+
+@contextlib.contextmanager
+def _phase_bars():
+    """One progress bar per phase ("ops", "nets", "converting nets", ...): yields the
+    `progress(phase, done, total)` callback of `Profiler` and `adapt_profile`."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total, completed=done)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        yield progress
 
 
 def _profile_here(config, resume: bool, progress) -> Path:
@@ -370,6 +379,61 @@ def validate(
     console.print(table)
     if model is not None:
         console.print(f"saved the learned predictor ({model.family_}) in {prof.root}")
+
+
+@app.command()
+def adapt(
+    source: Path = typer.Option(..., "--from", help="The measured profile to adapt (its space, "
+                                                    "settings and lookup table)."),
+    out: Path = typer.Option(..., help="Folder of the adapted profile."),
+    device: str = typer.Option(None, help="Backend of the new device (default: the source's)."),
+    threads: int = typer.Option(None, help="Runtime threads (default: the source's)."),
+    samples: int = typer.Option(10, help="Networks measured on the new device (k)."),
+    check: int = typer.Option(0, help="Also measure N held-out networks and print how good the "
+                                      "adapted predictor is on them."),
+    pool: list[Path] = typer.Option([], help="Folders of more source profiles (same space and "
+                                             "settings); the best-fitting one is used."),
+    method: str = typer.Option("kernel-map", help="kernel-map (linear map + one kernel class "
+                                                  "when it pays) or linear-map."),
+    seed: int = typer.Option(0, help="Seed of the network choice and round order."),
+    resume: bool = typer.Option(False, help="Finish an interrupted adapt in --out."),
+    quick: bool = typer.Option(False, help="A shorter timing protocol (tests, demos)."),
+) -> None:
+    """A new device from k measured networks: adapt a profile's lookup table to it.
+
+    Measures --samples networks of the source profile's space on --device (HELP's reference
+    set where the space has one, else a spread over the latency range), fits the source table
+    + a linear map (and one kernel class, e.g. 7x7 depthwise, when that halves the
+    leave-one-out error), and writes a profile marked as adapted that `hwnas search`,
+    `hwnas predict` and `hwnas export` accept.
+    """
+    from hwnas.latency.adapted import AdaptConfig, adapt_profile
+
+    config = AdaptConfig(source=source, out=out, device=device, threads=threads,
+                         samples=samples, check=check, pool=tuple(pool), method=method,
+                         seed=seed, quick=quick)
+    with _phase_bars() as progress:
+        try:
+            result = adapt_profile(config, progress=progress, log=console.print, resume=resume)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/]: measured nets are kept; continue with "
+                          f"`hwnas adapt ... --out {out} --resume`")
+            raise typer.Exit(130) from None
+    p = result.predictor
+    console.print(f"adapted profile: {result.root}  (from {result.source.name}, k = "
+                  f"{p.n_samples_}: {result.picked}; {p.name})")
+    if result.check is not None:
+        from hwnas.latency.validate import report_rows
+
+        c = result.check
+        table = Table(title=f"{c['n']} held-out nets measured on the new device")
+        rows = report_rows({"results": {"adapted": c["adapted"],
+                                        "zero-shot (source table)": c["zero_shot"]}})
+        for col in rows[0]:
+            table.add_column(col, justify="right" if col != "predictor" else "left")
+        for row in rows:
+            table.add_row(*row.values())
+        console.print(table)
 
 
 @app.command()

@@ -1,8 +1,9 @@
 """A profile's best predictor, and one arch's `Prediction` from it (`hwnas predict`, `hwnas export`).
 
-`best_predictor(profile)`: the learned correction saved in the profile (`hwnas validate`) when
-there is one, else the lookup-table sum; for a nets-only profile (imported whole-network
-latencies, no lookup table) the table of its measured networks.
+`best_predictor(profile)`: an adapted profile's `AdaptedPredictor` (`hwnas adapt`); the learned
+correction saved in the profile (`hwnas validate`) when there is one, else the lookup-table sum;
+for a nets-only profile (imported whole-network latencies, no lookup table) the table of its
+measured networks.
 
 `predict(profile, arch)`: the arch's latency, interval, per-op breakdown and predictor name. An
 arch with another number of classes than the profile's space (a net trained on a small dataset)
@@ -23,7 +24,12 @@ from hwnas.space import Arch, get_space, space_of
 
 def best_predictor(profile: Profile) -> LatencyPredictor:
     """The profile's saved learned predictor when present, else the lookup-table sum; the table
-    of measured networks for a profile without a lookup table."""
+    of measured networks for a profile without a lookup table; for an adapted profile
+    (`hwnas adapt`) its `AdaptedPredictor`."""
+    if profile.record.adapted is not None:
+        from hwnas.latency.adapted import AdaptedPredictor
+
+        return AdaptedPredictor.from_profile(profile)
     if not len(profile.ops):
         return NetsTablePredictor.from_profile(profile)
     lut = LookupTablePredictor.from_profile(profile)
@@ -102,7 +108,8 @@ def predict(profile: Profile, arch: Arch, predictor: LatencyPredictor | None = N
     interval = (float(bounds[0][0]), float(bounds[1][0])) if bounds is not None else None
     lut = profile.lut
     ops = space.ops(as_profiled)
-    priced = {op.key: (lut[op.key], "table") for op in ops if op.key in lut}
+    table = "adapted table" if profile.record.adapted is not None else "table"
+    priced = {op.key: (lut[op.key], table) for op in ops if op.key in lut}
     note = ""
     if as_profiled is not arch:
         arch_ops = space_of(arch).ops(arch)

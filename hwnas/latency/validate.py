@@ -70,6 +70,7 @@ def report_rows(report: dict) -> list[dict[str, str]]:
                      "within 5%": f"{r['within_5']:.1%}", "within 10%": f"{r['within_10']:.1%}",
                      "RMSPE": f"{r['rmspe']:.2%}", "MAPE": f"{r['mape']:.2%}",
                      "bias": f"{r['bias']:+.2%}", "Kendall tau": f"{r['kendall_tau']:.3f}",
+                     "Spearman rho": f"{r['spearman_rho']:.3f}" if "spearman_rho" in r else "-",
                      "coverage": f"{r['coverage']:.0%} (nominal {r['nominal_coverage']:.0%})"
                      if "coverage" in r else "-"})
     return rows

@@ -63,6 +63,7 @@ class ProfileConfig:
     chunk: int = 16
     generic: int = 0  # extra generic ops (conv, depthwise, linear, pooling, ...) for any-model prediction
     kernel_nets: int = 0  # random networks timed kernel by kernel (`hwnas predict MODEL.onnx`)
+    measure_ops: bool = True  # False: whole nets only (`hwnas adapt`)
     protocol: Protocol = field(default_factory=Protocol)
 
     def __post_init__(self) -> None:
@@ -138,6 +139,7 @@ class Profiler:
             kernel_nets_requested=self.config.kernel_nets,
             seed=self.config.seed,
             reference=DriftReference(reference_arch(self.space)),
+            nets_only=not self.config.measure_ops,
         )
 
     def _open(self, resume: bool) -> ProfileRecord:
@@ -148,6 +150,9 @@ class Profiler:
                                  "it or choose another --out")
             self.writer.check_fingerprint(self._fingerprint())
             record = self.writer.read_record()
+            if record.adapted is not None:
+                raise HwnasError(f"{self.root} is an adapted profile (hwnas adapt): its table "
+                                 "is predicted, not measured; profile into another --out")
             theirs = (record.space, record.space_settings.get("resolution"),
                       record.space_settings.get("width"))
             mine = (self.space.name, self.space.resolution, self.space.width)
@@ -300,9 +305,10 @@ class Profiler:
         try:
             ops_df = self.writer.rows("ops")
             measured = set(ops_df["key"]) if len(ops_df) else set()
-            op_items = self._op_items(measured)
-            n_ops = len(self.all_ops())
-            self.progress("ops", n_ops - len(op_items), n_ops)
+            op_items = self._op_items(measured) if self.config.measure_ops else []
+            n_ops = len(self.all_ops()) if self.config.measure_ops else 0
+            if self.config.measure_ops:
+                self.progress("ops", n_ops - len(op_items), n_ops)
             complete = self._measure_items(op_items, "ops", "ops", n_ops - len(op_items), n_ops)
             if complete and self.config.nets > 0:
                 archs = self._plan(self.writer.rows("ops"))

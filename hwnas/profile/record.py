@@ -92,12 +92,12 @@ _OPTIONAL = {
     "seed": ((int, type(None)), "an integer or null"), "wall_s": (_FLOAT, "a number"),
     "timed_s": (_FLOAT, "a number"), "convert_s": (_FLOAT, "a number"),
     "imported": ((bool,), "true or false"), "nets_only": ((bool,), "true or false"),
-    "notes": (_STR, "a string"),
+    "notes": (_STR, "a string"), "adapted": ((dict, type(None)), "an object or null"),
 }
 
 
 _OMITTED_WHEN = {"reference": None, "protocol": None, "seed": None, "imported": False,
-                 "nets_only": False, "notes": "", "kernel_nets_requested": 0}
+                 "nets_only": False, "notes": "", "kernel_nets_requested": 0, "adapted": None}
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,9 @@ class ProfileRecord:
 
     `status`: "measuring", "complete" or "incomplete" (a time cap stopped it; `--resume`).
     `backend`: the backend that measured it (a `hwnas devices` name) or "imported".
-    `nets_only`: an imported table of whole networks without a lookup table.
+    `nets_only`: whole networks without a lookup table (imported, or an adapt still measuring).
+    `adapted`: set by `hwnas adapt` (`hwnas.latency.adapted`): ops.parquet then holds a table
+    adapted from another profile by k measured networks, not measurements.
     """
 
     space: str
@@ -130,6 +132,7 @@ class ProfileRecord:
     imported: bool = False
     nets_only: bool = False
     notes: str = ""
+    adapted: dict | None = None  # `hwnas adapt`: source, k, the map, the check (latency.adapted)
     extra: dict = field(default_factory=dict)  # keys this hwnas does not know, kept as read
 
     # --- reading ------------------------------------------------------------------------------
