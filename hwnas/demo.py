@@ -1,7 +1,9 @@
 """`hwnas demo`: the three user flows end to end on the embedded default (what `make demo` runs).
 
 1. profile: reuse the shipped `profiles/ort-cpu-1t-proxyless-<R>` when its fingerprint matches
-   this machine (saying so), else measure ort-cpu (quick protocol: every op + `nets` networks);
+   this machine (saying so); else adapt it to this machine from 10 measured networks
+   (`hwnas adapt`), say how good that is on 20 more, and use it when >= 90 % of them are within
+   10 %; else measure ort-cpu (quick protocol: every op + `nets` networks);
    litert too when installed (lookup table only; the export step predicts its file from it);
 2. validate the ort-cpu profile (held-out accuracy; the learned predictor is saved in it);
 3. search (ProxylessNAS, full_v2, mul#log) with the budget half way between the fastest and the
@@ -95,23 +97,59 @@ def reference_speed(path: Path, device: str, threads: int = 1) -> float | None:
     return next(iter(res.values()))["drift"]
 
 
-def _profile(device: str, cfg: DemoConfig, say: Callable[[str], None], nets: int) -> Path:
+ADAPT_SAMPLES, ADAPT_CHECK, ADAPT_GOOD = 10, 20, 0.9  # use the adapted profile at >= 90 % within 10 %
+
+
+def _profile(device: str, cfg: DemoConfig, say: Callable[[str], None], nets: int,
+             root: Path = SHIPPED) -> Path:
+    """The profile the demo uses: the shipped one when it was measured on this kind of
+    machine; else (ort-cpu) the shipped one adapted to this machine from 10 measured networks
+    (`hwnas adapt`), checked on 20 more, and used instead of a new profile when at least 90 %
+    of those are predicted within 10 %; else a new (quick) profile."""
     from hwnas.devices.measurement import Protocol
     from hwnas.profile.profiler import ProfileConfig, Profiler
 
     out = cfg.out / f"profile-{device}-proxyless-{cfg.resolution}"
     if not cfg.quick:
-        path, why = shipped_profile(device, cfg.resolution)
+        path, why = shipped_profile(device, cfg.resolution, root=root)
         if path is not None:
             say(f"{device}: {why}; reusing it (copied to {out}, so that the demo's validation "
                 "and predictor files stay out of the repository)")
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(path, out)
             return out
-        say(f"{device}: {why}; measuring")
+        say(f"{device}: {why}")
+        shipped = root / f"{device}-1t-proxyless-{cfg.resolution}"
+        if nets and (shipped / "ops.parquet").exists():
+            adapted = _adapt_shipped(shipped, cfg, say)
+            if adapted is not None:
+                return adapted
+        say(f"{device}: measuring a new profile")
     config = ProfileConfig(device=device, space="proxyless", resolution=cfg.resolution,
                            nets=nets, out=out, protocol=Protocol.quick())
     return Profiler(config, log=say).run(resume=True)
+
+
+def _adapt_shipped(shipped: Path, cfg: DemoConfig, say: Callable[[str], None]) -> Path | None:
+    """`hwnas adapt` of a shipped profile to this machine; the adapted profile when its check
+    is good enough (`ADAPT_GOOD` within 10 %), else None (the caller profiles from scratch)."""
+    from hwnas.latency.adapted import AdaptConfig, adapt_profile
+
+    out = cfg.out / f"adapted-{shipped.name}"
+    say(f"adapting {shipped.name} to this machine from {ADAPT_SAMPLES} measured networks "
+        f"(checked on {ADAPT_CHECK} more) before profiling from scratch")
+    shutil.rmtree(out, ignore_errors=True)
+    result = adapt_profile(AdaptConfig(source=shipped, out=out, samples=ADAPT_SAMPLES,
+                                       check=ADAPT_CHECK, quick=True))
+    a, z = result.check["adapted"], result.check["zero_shot"]
+    say(f"adapted ({result.predictor.name}): {a['within_10']:.0%} of {ADAPT_CHECK} held-out "
+        f"nets within 10%, MAPE {a['mape']:.1%}, Kendall tau {a['kendall_tau']:.3f} "
+        f"(the shipped table as is: {z['within_10']:.0%} within 10%, MAPE {z['mape']:.1%})")
+    if a["within_10"] >= ADAPT_GOOD:
+        say(f"using the adapted profile {out} instead of profiling from scratch")
+        return out
+    say(f"below {ADAPT_GOOD:.0%} within 10%: not good enough")
+    return None
 
 
 def budget_words(compared: float, budget: float) -> str:
@@ -171,7 +209,15 @@ class _Demo:
         from hwnas.profile.reader import Profile
 
         self.console.rule("2. validate the latency predictors")
-        report, model = validate_profile(Profile.load(ort_dir))
+        prof = Profile.load(ort_dir)
+        if prof.record.adapted is not None:  # checked on its held-out nets when adapted
+            check = prof.record.adapted["check"]["adapted"]
+            self.done["validate"] = (f"adapted: {check['within_10']:.0%} within 10% on "
+                                     f"{check['n']} held-out nets", str(ort_dir / "device.json"))
+            self.say(f"the adapted profile was checked on {check['n']} held-out networks when "
+                     "it was made (step 1)")
+            return
+        report, model = validate_profile(prof)
         learned = report["results"]["learned"]
         self.say(f"held-out: learned ({learned['family']}) {learned['within_5']:.0%} within 5%, "
                  f"{learned['within_10']:.0%} within 10%, Kendall tau "

@@ -225,3 +225,31 @@ def test_cli_adapt_refusals(adapted, tmp_path, capsys):
         assert info.value.code == 2, (name, err)
         assert err.startswith("error: ") and err.count("\n") == 1, (name, err)
     assert not (tmp_path / "a").exists() and not (tmp_path / "c" / "device.json").exists()
+
+
+def test_demo_adapts_a_shipped_profile_measured_elsewhere(adapted, tmp_path):
+    """The demo on a machine whose CPU differs from the shipped profile's: it adapts the shipped
+    profile first, says how good that is, and uses it only when the check is good enough."""
+    import shutil
+
+    from hwnas.demo import ADAPT_GOOD, DemoConfig, _profile
+
+    src, _, _ = adapted
+    shipped = tmp_path / "shipped"
+    shutil.copytree(src, shipped / src.name)
+    record = json.loads((shipped / src.name / "device.json").read_text())
+    record["fingerprint"]["cpu_model"] = "Another CPU 9000"
+    (shipped / src.name / "device.json").write_text(json.dumps(record))
+    said: list[str] = []
+    cfg = DemoConfig(out=tmp_path / "demo", resolution=32, nets=4)
+    path = _profile("ort-cpu", cfg, said.append, 4, root=shipped)
+    text = "\n".join(said)
+    assert "measured elsewhere" in text and "Another CPU 9000" in text
+    assert "adapting ort-cpu-1t-proxyless-32" in text and "held-out nets within 10%" in text
+    adapted_dir = tmp_path / "demo" / f"adapted-{src.name}"
+    check = Profile.load(adapted_dir).record.adapted["check"]["adapted"]
+    if check["within_10"] >= ADAPT_GOOD:
+        assert path == adapted_dir and "instead of profiling from scratch" in text
+    else:
+        assert path != adapted_dir and "measuring a new profile" in text
+        assert Profile.load(path).record.adapted is None

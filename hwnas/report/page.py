@@ -86,6 +86,8 @@ def _device_section(prof) -> str:
 def _validation_section(prof) -> str:
     from hwnas.latency.validate import report_rows, validate
 
+    if prof.record.adapted is not None:
+        return _adapted_section(prof)
     path = prof.root / "validation.json"
     report = _read_json(path) if path.exists() else {}
     if "heldout" not in report:
@@ -104,6 +106,26 @@ def _validation_section(prof) -> str:
             f"tested on the {report['n_test']} held out.</p>" + _table(rows, left=("predictor",))
             + "<div class='figs'>" + _figure(fig, "Predicted vs measured latency of held-out "
                                                   "networks; the band is +-10%.") + "</div>")
+
+
+def _adapted_section(prof) -> str:
+    """An adapted profile (`hwnas adapt`): its source, k, the map and its check on held-out
+    networks measured on the device."""
+    from hwnas.latency.validate import report_rows
+
+    a = prof.record.adapted
+    m = a.get("map") or {}
+    text = (f"<h2>Adapted predictor</h2><p>Adapted from profile {_esc(a.get('source'))} with "
+            f"{_esc(a.get('k'))} networks measured on this device ({_esc(a.get('picked'))}); "
+            f"kernel classes: {_esc(', '.join(m.get('classes') or []) or 'none')}. Its lookup "
+            f"table is predicted, not measured.</p>")
+    check = a.get("check")
+    if not check:
+        return text + "<p class='muted'>No held-out check (hwnas adapt --check N).</p>"
+    rows = report_rows({"results": {"adapted": check["adapted"],
+                                    "zero-shot (source table)": check["zero_shot"]}})
+    return (text + f"<p>Checked on {check['n']} held-out networks measured on this device.</p>"
+            + _table(rows, left=("predictor",)))
 
 
 def _shiftnas_section(run: Path, summary: dict) -> str:
