@@ -643,6 +643,12 @@ def search(
                              "the default) | flops (GFLOPs, the paper's complexity)."),
     bin_mode: str = typer.Option(None, help="With --method shiftnas: quantile (default) | width "
                                  "(equal-width bins, as the paper's 0.1 GFLOPs bins)."),
+    batch: int = typer.Option(1, help="Strategy search: candidates asked together and scored "
+                                      "in parallel (with --ray), then told in order."),
+    ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                            help="Strategy search: score each batch's candidates as Ray tasks "
+                                 "(`--ray` alone: a local Ray instance; `--ray auto` or "
+                                 "HOST:PORT: a cluster; needs pip install 'hwnas[distributed]')."),
 ) -> None:
     """Search under a latency budget.
 
@@ -671,11 +677,16 @@ def search(
     RUN/summary.json holds the chosen arch, its accuracy, predicted latency, feasibility,
     evaluations used, the Pareto front and the exact optimum of the tables.
     --evaluator synflow|...|parzc:MODEL scores with a zero-cost proxy or a fitted ParZC model
-    instead of the table (nothing is trained; the table, when given, reports the regret)."""
+    instead of the table (nothing is trained; the table, when given, reports the regret).
+    --batch N [--ray [ADDRESS]]: N candidates asked at a time, the new ones scored as parallel
+    Ray tasks on a cluster; the trajectory is written and resumed by this process as without."""
     from hwnas.search.strategies import STRATEGIES
 
     if method is None:
         method = "proxyless" if accuracy_table is None and evaluator == "table" else "evolution"
+    if method not in STRATEGIES and (batch != 1 or ray is not None):
+        raise HwnasError("--batch and --ray: for the strategy searches (--method evolution | "
+                         "random | reinforce | tpe | nsga2)")
     if method == "fbnetv5":
         _check_gradient_method_options(method, evaluator, proxies_table, accuracy_table,
                                        latency_table, device)
@@ -717,7 +728,7 @@ def search(
                              f"{', '.join(STRATEGIES)}, shiftnas")
         _strategy_search(method, space, accuracy_table, accuracy_column, latency_table, device,
                          profile, budget_ms, evaluations, seed, out, resume, evaluator,
-                         proxy_data, proxies_table)
+                         proxy_data, proxies_table, batch, ray)
         return
     _check_gradient_method_options(method, evaluator, proxies_table, accuracy_table,
                                    latency_table, device)
@@ -898,7 +909,8 @@ def _strategy_search(method: str, space: str, accuracy_table: Path | None,
                      accuracy_column: str | None, latency_table: Path | None, device: str | None,
                      profile: Path | None, budget_ms: float | None, evaluations: int, seed: int,
                      out: Path, resume: bool, evaluator: str = "table", proxy_data: str = "digits",
-                     proxies_table: Path | None = None) -> None:
+                     proxies_table: Path | None = None, batch: int = 1,
+                     ray: str | None = None) -> None:
     """`hwnas search --method evolution|random|reinforce|tpe|nsga2` (see `search`)."""
     from hwnas.search.tabular import (
         StrategySearchConfig,
@@ -911,7 +923,7 @@ def _strategy_search(method: str, space: str, accuracy_table: Path | None,
                                   latency_table=latency_table, device=device, profile=profile,
                                   budget_ms=budget_ms, evaluations=evaluations, seed=seed,
                                   resume=resume, evaluator=evaluator, proxy_data=proxy_data,
-                                  proxies_table=proxies_table)
+                                  proxies_table=proxies_table, batch=batch, ray=ray)
     prepared = prepare_strategy_search(config)  # every check first: nothing shown or written
     from rich.progress import Progress
 

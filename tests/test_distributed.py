@@ -238,3 +238,55 @@ def test_absent_device_resource_is_one_error_line(cluster, tmp_path: Path) -> No
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "device:ort-cpu:phone7" in lines[0], stderr
     assert "device:ort-cpu" in lines[0] and "device:torch-cpu" in lines[0]  # what is offered
+
+
+# --- search candidates scored on the cluster --------------------------------------------------
+SEARCH = ["search", "--method", "evolution", "--space", "nb201", "--evaluator", "synflow",
+          "--seed", "3", "--batch", "4"]
+
+
+def _trajectory(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "trajectory.csv")
+
+
+@needs_ray
+def test_search_batches_scored_on_ray_match_a_local_run_and_resume_after_a_kill(
+        cluster, tmp_path: Path) -> None:
+    """`hwnas search --batch 4 --ray ADDRESS`: the same trials as the same batched search
+    scored in this process; the driver SIGKILLed mid-search resumes to the same trajectory."""
+    local = tmp_path / "local"
+    r = _hwnas([*SEARCH, "--evaluations", "16", "--out", str(local)])
+    _, err = r.communicate(timeout=300)
+    assert r.returncode == 0, err[-2000:]
+
+    remote = tmp_path / "remote"
+    args = [*SEARCH, "--evaluations", "16", "--out", str(remote), "--ray", cluster.address]
+    first = _hwnas(args)
+    deadline = time.monotonic() + 200
+    traj = remote / "trajectory.csv"
+    while first.poll() is None:  # kill the driver once a few groups are written
+        if traj.exists() and len(traj.read_text().splitlines()) > 6:
+            first.send_signal(signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, "the driver never wrote a trial"
+        time.sleep(0.02)
+    first.communicate(timeout=60)
+    killed = first.returncode == -signal.SIGKILL
+    again = _hwnas(args)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-2000:]
+    a, b = _trajectory(local), _trajectory(remote)
+    assert list(a["arch"]) == list(b["arch"]) and list(a["status"]) == list(b["status"])
+    assert list(a["evaluation"]) == list(b["evaluation"])
+    assert (abs(a["score"] - b["score"]) <= 1e-6 * abs(a["score"]).clip(lower=1)).all()
+    assert killed or len(b) <= 6, "the search ended before it could be killed"
+
+
+def test_ray_search_options_need_a_strategy_and_a_batch(tmp_path: Path) -> None:
+    from hwnas.cli import main
+
+    for args, msg in ((["search", "--method", "proxyless", "--ray"], "strategy searches"),
+                      ([*SEARCH[:-2], "--ray", "--out", str(tmp_path / "r")], "--batch N")):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code == 2, msg

@@ -226,6 +226,58 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(name: str, tmp_pat
     assert part.read_text() == (tmp_path / "full.csv").read_text()
 
 
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_a_batched_run_scores_groups_together_and_resumes_exactly_after_a_kill(
+        name: str, tmp_path: Path) -> None:
+    """batch = 4: the new candidates of a group go to `evaluate_many` together; a run killed
+    while writing a group (its trajectory cut after 13 rows) resumes to the same trials, the
+    same file, and no recorded evaluation is repeated."""
+    groups: list[int] = []
+
+    def many(idxs):
+        groups.append(len(idxs))
+        return [toy_score(i) for i in idxs]
+
+    full_path = tmp_path / "full.csv"
+    full = run_strategy(make_strategy(name, SIZES, 3, **options(name)), toy_score,
+                        [toy_constraint()], evaluations=30, trajectory=full_path, batch=4,
+                        evaluate_many=many)
+    assert full.evaluations == 30 and max(groups) <= 4 and max(groups) > 1
+    lines = full_path.read_text().splitlines(keepends=True)
+    cut = tmp_path / "cut.csv"
+    cut.write_text("".join(lines[:1 + 13]))
+    recorded = sum(1 for t in full.trials[:13] if t.status == EVALUATED)
+    calls: list[tuple] = []
+
+    def counted(idxs):
+        calls.extend(tuple(i) for i in idxs)
+        return [toy_score(i) for i in idxs]
+
+    resumed = run_strategy(make_strategy(name, SIZES, 3, **options(name)), toy_score,
+                           [toy_constraint()], evaluations=30, trajectory=cut, batch=4,
+                           evaluate_many=counted)
+    assert resumed.resumed_trials == 13
+    assert _outcome(resumed) == _outcome(full)
+    assert cut.read_text() == full_path.read_text()
+    single = sum(1 for t in resumed.trials[13:] if t.status == EVALUATED) - len(calls)
+    assert len(calls) + single == 30 - recorded  # groups of one go to `evaluate`
+
+
+def test_a_repeat_inside_a_group_is_a_free_duplicate() -> None:
+    res = run_strategy(make_strategy("random", (2, 2), 0), toy_score_2, evaluations=4, batch=4,
+                       max_asks=40)
+    keys = [t.indices for t in res.trials]
+    for i, t in enumerate(res.trials):
+        first = keys.index(t.indices)
+        assert (t.status == EVALUATED) == (first == i)
+        assert t.score == res.trials[first].score
+    assert res.evaluations == 4 == len(set(keys))
+
+
+def toy_score_2(idx: np.ndarray) -> float:
+    return float(idx[0] * 2 + idx[1])
+
+
 def test_resume_survives_a_torn_last_row(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     full = run_strategy(make_strategy("evolution", SIZES, 2, **options("evolution")), toy_score,

@@ -204,7 +204,8 @@ class AdaptedPredictor(LatencyPredictor):
             for i in range(y.size):
                 keep = np.arange(y.size) != i
                 loo[i] = _pred(_fit_rel(x[keep], y[keep]), x[i:i + 1])[0]
-            scores[cand] = float(np.mean(np.log(np.maximum(loo, 1e-9) / y) ** 2))
+            loo = np.maximum(loo, 1e-6)  # as `predict_indices`: a latency is positive
+            scores[cand] = float(np.mean(np.log(loo / y) ** 2))
             fits[cand] = (w, loo)
         if () not in scores:
             raise HwnasError("the linear map of the source table does not fit the samples "

@@ -248,7 +248,7 @@ class OptunaStrategy(Strategy):
         self.study = optuna.create_study(directions=self.directions, sampler=s)
         self.dists = {f"layer{i:02d}": CategoricalDistribution(list(range(int(n))))
                       for i, n in enumerate(self.sizes)}
-        self._open = None
+        self._open: collections.deque = collections.deque()  # asked, not yet told (FIFO)
 
     def settings(self) -> dict:
         return {**super().settings(), "optuna": self._optuna.__version__,
@@ -259,13 +259,14 @@ class OptunaStrategy(Strategy):
     def ask(self) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self._open = self.study.ask(self.dists)
-        return np.asarray([self._open.params[k] for k in self.dists], dtype=np.int64)
+            t = self.study.ask(self.dists)
+        self._open.append(t)
+        return np.asarray([t.params[k] for k in self.dists], dtype=np.int64)
 
     def tell(self, trial: Trial) -> None:
-        t, self._open = self._open, None
-        if t is None:
+        if not self._open:
             raise HwnasError("tell() without a pending ask()")
+        t = self._open.popleft()
         t.set_user_attr("constraints", list(trial.constraints))
         score = float(trial.score) if trial.score is not None else 0.0
         if self.multi_objective:

@@ -246,12 +246,20 @@ def _trial_from_row(row: dict, metric_names: Sequence[str], path: Path, line: in
 
 
 # --- the loop ------------------------------------------------------------------------------
+def _group_size(batch: int, evaluations: int, spent: int, max_asks: int, asked: int) -> int:
+    """Candidates asked together: `batch`, fewer near the end of the evaluation or ask budget
+    (a function of the recorded trials only, so a resumed run groups them the same way)."""
+    return max(1, min(batch, evaluations - spent, max_asks - asked))
+
+
 def run_strategy(strategy: Strategy, evaluate: Callable[[np.ndarray], float],
                  constraints: Sequence = (), evaluations: int = 100,
                  trajectory: str | Path | None = None, resume: bool = True,
                  max_asks: int | None = None, dedupe: bool = True,
                  decode: Callable[[np.ndarray], str] | None = None,
-                 progress: Callable[[Trial], None] | None = None) -> SearchResult:
+                 progress: Callable[[Trial], None] | None = None, batch: int = 1,
+                 evaluate_many: Callable[[list[np.ndarray]], list[float]] | None = None
+                 ) -> SearchResult:
     """Run `strategy` until `evaluations` evaluations (see the module docstring).
 
     evaluate: the score of one candidate (an `Evaluator` or any callable on an index vector);
@@ -259,9 +267,19 @@ def run_strategy(strategy: Strategy, evaluate: Callable[[np.ndarray], float],
     and `measure(idx) -> metric values` (`hwnas.search.constraints.Constraint`); trajectory: the
     CSV to write (and resume from when `resume`); max_asks: the cap on proposals (default
     max(1000, 20 x evaluations)); decode: an index vector -> readable arch (trajectory `arch`).
+
+    batch: candidates asked together before any is told (Optuna's batched ask/tell): the new
+    ones among them are scored together by `evaluate_many` (a list of index vectors -> their
+    scores, e.g. on a Ray cluster: `hwnas.search.distributed`; default: `evaluate` one after
+    the other), then all are written and told in order. A repeat inside a batch is a
+    `duplicate` of its first occurrence. batch = 1 is the sequential loop. Resume replays the
+    same groups (their size depends only on the recorded trials), so a batched run resumes
+    exactly too; a group cut short by a kill is completed first.
     """
     if not (isinstance(evaluations, int) and evaluations >= 1):
         raise HwnasError(f"evaluations must be a positive integer, got {evaluations!r}")
+    if not (isinstance(batch, int) and batch >= 1):
+        raise HwnasError(f"batch must be a positive integer, got {batch!r}")
     max_asks = int(max_asks) if max_asks is not None else max(1000, 20 * evaluations)
     names = [c.name for c in constraints]
     if len(set(names)) != len(names):
@@ -271,63 +289,120 @@ def run_strategy(strategy: Strategy, evaluate: Callable[[np.ndarray], float],
     spent = 0
     traj = Trajectory(Path(trajectory), names) if trajectory is not None else None
     resumed = 0
+    pending: list[np.ndarray] = []  # the asked, unrecorded rest of a group cut short
+    held: list[Trial] = []  # that group's recorded trials, told once it is complete
     if traj is not None and resume:
-        for line, row in enumerate(traj.read(), start=2):
-            t = _trial_from_row(row, names, traj.path, line)
-            proposed = tuple(int(v) for v in strategy.ask())
-            if t.number != len(trials) or proposed != t.indices:
-                raise HwnasError(
-                    f"{traj.path}: row {line} records trial {t.number} = {list(t.indices)}, but "
-                    f"this strategy proposes {list(proposed)} as trial {len(trials)}: the file "
-                    "was written by another strategy, seed or setting; use another output "
-                    "folder or start over")
-            if t.status == EVALUATED:
-                cache[t.indices] = float(t.score)
-            spent = t.evaluation
-            trials.append(t)
-            strategy.tell(t)
+        rows = [_trial_from_row(row, names, traj.path, line)
+                for line, row in enumerate(traj.read(), start=2)]
+        pos = 0
+        while pos < len(rows):
+            g = _group_size(batch, evaluations, spent, max_asks, len(trials))
+            proposals = [np.asarray(strategy.ask(), dtype=np.int64) for _ in range(g)]
+            group = rows[pos:pos + g]
+            for k, (t, prop) in enumerate(zip(group, proposals, strict=False)):
+                proposed = tuple(int(v) for v in prop)
+                if t.number != len(trials) or proposed != t.indices:
+                    raise HwnasError(
+                        f"{traj.path}: row {pos + k + 2} records trial {t.number} = "
+                        f"{list(t.indices)}, but this strategy proposes {list(proposed)} as "
+                        f"trial {len(trials)}: the file was written by another strategy, seed "
+                        "or setting (or --batch); use another output folder or start over")
+                if t.status == EVALUATED:
+                    cache[t.indices] = float(t.score)
+                spent = t.evaluation
+                trials.append(t)
+            pos += len(group)
+            if len(group) < g:  # killed while the group was being written
+                pending, held = proposals[len(group):], group
+            else:
+                for t in group:
+                    strategy.tell(t)
         resumed = len(trials)
     if traj is not None:
         traj.start(fresh=not resume or not trials)
     try:
-        while spent < evaluations and len(trials) < max_asks:
-            idx = np.asarray(strategy.ask(), dtype=np.int64)
-            key = tuple(int(v) for v in idx)
-            if len(key) != len(strategy.sizes) or any(
-                    not 0 <= k < s for k, s in zip(key, strategy.sizes, strict=True)):
-                raise HwnasError(f"strategy {strategy.name} proposed {list(key)}, outside the "
-                                 f"space (choices per layer {strategy.sizes.tolist()})")
-            metrics, values = {}, []
-            if constraints:
-                row = idx[None, :]
-                for c in constraints:
-                    m = float(np.asarray(c.measure(row), dtype=float)[0])
-                    metrics[c.name] = m
-                    values.append(m - float(c.limit))
-            feasible = all(v <= 0 for v in values)
-            if not feasible:
-                status, score = INFEASIBLE, None
-            elif dedupe and key in cache:
-                status, score = DUPLICATE, cache[key]
+        while pending or (spent < evaluations and len(trials) < max_asks):
+            if pending:
+                proposals, told_later = pending, held
+                pending, held = [], []
             else:
-                score = float(evaluate(idx))
-                if not math.isfinite(score):
-                    raise HwnasError(f"the evaluator returned {score} for {list(key)}")
-                spent += 1
-                status = EVALUATED
-                cache[key] = score
-            trial = Trial(len(trials), key, status, score, tuple(values), metrics, spent)
-            trials.append(trial)
-            if traj is not None:
-                traj.append(trial, decode(idx) if decode else "")
-            strategy.tell(trial)
+                g = _group_size(batch, evaluations, spent, max_asks, len(trials))
+                proposals, told_later = [np.asarray(strategy.ask(), dtype=np.int64)
+                                         for _ in range(g)], []
+            group = _run_group(strategy, proposals, constraints, cache, dedupe, evaluate,
+                               evaluate_many, len(trials), spent)
+            for trial, idx in zip(group, proposals, strict=True):
+                trials.append(trial)
+                spent = trial.evaluation
+                if traj is not None:
+                    traj.append(trial, decode(idx) if decode else "")
+            for trial in [*told_later, *group]:
+                strategy.tell(trial)
             if progress is not None:
-                progress(trial)
+                for trial in group:
+                    progress(trial)
     finally:
         if traj is not None:
             traj.close()
     return SearchResult(trials, best_trial(trials), pareto_front(trials), spent, len(trials),
                         "evaluations" if spent >= evaluations else "max_asks", resumed)
+
+
+def _run_group(strategy: Strategy, proposals: list[np.ndarray], constraints: Sequence,
+               cache: dict[tuple[int, ...], float], dedupe: bool,
+               evaluate: Callable[[np.ndarray], float],
+               evaluate_many: Callable[[list[np.ndarray]], list[float]] | None,
+               first: int, spent: int) -> list[Trial]:
+    """One group of candidates (steps 2-4 of the module docstring): constraints, duplicates,
+    then the new feasible ones scored together; their trials in order (`cache` updated)."""
+    plans = []  # (key, values, metrics, status)
+    new: dict[tuple[int, ...], np.ndarray] = {}
+    for idx in proposals:
+        key = tuple(int(v) for v in idx)
+        if len(key) != len(strategy.sizes) or any(
+                not 0 <= k < s for k, s in zip(key, strategy.sizes, strict=True)):
+            raise HwnasError(f"strategy {strategy.name} proposed {list(key)}, outside the "
+                             f"space (choices per layer {strategy.sizes.tolist()})")
+        metrics, values = {}, []
+        if constraints:
+            row = idx[None, :]
+            for c in constraints:
+                m = float(np.asarray(c.measure(row), dtype=float)[0])
+                metrics[c.name] = m
+                values.append(m - float(c.limit))
+        if not all(v <= 0 for v in values):
+            status = INFEASIBLE
+        elif (dedupe and key in cache) or key in new:
+            status = DUPLICATE
+        else:
+            status = EVALUATED
+            new[key] = idx
+        plans.append((key, tuple(values), metrics, status))
+    if new:
+        keys = list(new)
+        if evaluate_many is not None and len(keys) > 1:
+            scores = [float(v) for v in evaluate_many([new[k] for k in keys])]
+        else:
+            scores = [float(evaluate(new[k])) for k in keys]
+        for k, score in zip(keys, scores, strict=True):
+            if not math.isfinite(score):
+                raise HwnasError(f"the evaluator returned {score} for {list(k)}")
+        fresh = dict(zip(keys, scores, strict=True))
+    else:
+        fresh = {}
+    out, seen = [], set()
+    for number, (key, values, metrics, status) in enumerate(plans, start=first):
+        score = None
+        if status == EVALUATED and key not in seen:
+            seen.add(key)
+            spent += 1
+            score = fresh[key]
+        elif status != INFEASIBLE:
+            status = DUPLICATE
+            score = fresh.get(key, cache.get(key))
+        out.append(Trial(number, key, status, score, values, metrics, spent))
+    cache.update(fresh)
+    return out
 
 
 def check_same_settings(saved: Path, mine: dict, keys: Sequence[str], out: Path,

@@ -53,7 +53,7 @@ from hwnas.space.nb201 import NB201Space, all_indices
 
 RESUME_KEYS = ("method", "space", "accuracy_table", "accuracy_column", "latency_table", "device",
                "profile", "budget_ms", "seed", "options", "strategy", "dedupe", "evaluator",
-               "proxy_data", "proxies_table")
+               "proxy_data", "proxies_table", "batch")
 
 
 @dataclass
@@ -78,6 +78,8 @@ class StrategySearchConfig:
     evaluator: str = "table"  # table | <proxy> | parzc:MODEL
     proxy_data: str = "digits"
     proxies_table: Path | None = None
+    batch: int = 1  # candidates asked together (run_strategy's batched ask/tell)
+    ray: str | None = None  # score each batch on Ray: "local", "auto" or HOST:PORT
 
     def __post_init__(self) -> None:
         from hwnas.search.zero_cost import PROXIES
@@ -129,6 +131,11 @@ class StrategySearchConfig:
         if isinstance(self.evaluations, bool) or not isinstance(self.evaluations, int) \
                 or self.evaluations < 1:
             raise HwnasError(f"evaluations must be a positive integer, got {self.evaluations!r}")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise HwnasError(f"--batch must be a positive integer, got {self.batch!r}")
+        if self.ray is not None and self.batch < 2:
+            raise HwnasError("--ray scores the candidates of a batch in parallel: give --batch N "
+                             "(N >= 2, e.g. the cluster's CPUs)")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -308,13 +315,22 @@ def run_strategy_search(config: StrategySearchConfig,
             (config.out / stale).unlink(missing_ok=True)
     config.out.mkdir(parents=True, exist_ok=True)
     write_json(config.out / "config.json", prep.settings)
-    result = run_strategy(strategy, setup.evaluator,
-                          [setup.constraint] if setup.constraint is not None else [],
-                          evaluations=config.evaluations,
-                          trajectory=config.out / "trajectory.csv", resume=prep.resuming,
-                          max_asks=config.max_asks, dedupe=config.dedupe,
-                          decode=lambda idx: space.arch_str(space.from_indices(list(idx))),
-                          progress=progress)
+    many = None
+    if config.ray is not None:
+        from hwnas.search.distributed import RayEvaluateMany
+
+        many = RayEvaluateMany(setup.evaluator, config.ray)
+    try:
+        result = run_strategy(strategy, setup.evaluator,
+                              [setup.constraint] if setup.constraint is not None else [],
+                              evaluations=config.evaluations,
+                              trajectory=config.out / "trajectory.csv", resume=prep.resuming,
+                              max_asks=config.max_asks, dedupe=config.dedupe,
+                              decode=lambda idx: space.arch_str(space.from_indices(list(idx))),
+                              progress=progress, batch=config.batch, evaluate_many=many)
+    finally:
+        if many is not None:
+            many.close()
     summary = _summary(config, setup, strategy.settings(), result, prep.all_idx, prep.all_ms)
     summary["wall_s"] = time.monotonic() - t0
     write_json(config.out / "summary.json", summary)
