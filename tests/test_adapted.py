@@ -16,6 +16,7 @@ from hwnas.devices.measurement import Protocol
 from hwnas.errors import HwnasError
 from hwnas.latency import LookupTablePredictor, best_predictor
 from hwnas.latency.adapted import (
+    HELP_REFERENCE_FBNET,
     HELP_REFERENCE_NB201,
     AdaptConfig,
     AdaptedPredictor,
@@ -127,6 +128,24 @@ def test_nb201_uses_helps_reference_architectures():
     assert [space.arch_str(a) for a in archs] == list(HELP_REFERENCE_NB201)
     more, how = support_archs(space, 12, _table(space))
     assert len(more) == 12 and "spread" in how
+    fb = get_space("fbnet")
+    archs, how = support_archs(fb, 10, _table(fb))
+    assert "HELP" in how and list(fb.indices(archs[0])) == [int(c) for c in
+                                                              HELP_REFERENCE_FBNET[0]]
+
+
+def test_the_embedded_reference_archs_are_helps(shared_data):
+    """The embedded archs are the rows REFERENCE_ARCHS indexes in HELP's latency CSVs."""
+    import pandas as pd
+
+    from hwnas.latency.few_shot import REFERENCE_ARCHS
+
+    nb = pd.read_csv(shared_data / "latency" / "nb201_latency_help.csv", usecols=["arch_str"])
+    assert list(nb["arch_str"].iloc[REFERENCE_ARCHS["nb201"]]) == list(HELP_REFERENCE_NB201)
+    cols = [f"L{i:02d}" for i in range(22)]
+    fb = pd.read_csv(shared_data / "latency" / "fbnet_latency_help.csv", usecols=cols)
+    rows = fb[cols].iloc[REFERENCE_ARCHS["fbnet"]].to_numpy()
+    assert ["".join(map(str, r)) for r in rows] == list(HELP_REFERENCE_FBNET)
 
 
 # --- a real adapt ---------------------------------------------------------------------------

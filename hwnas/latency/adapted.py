@@ -36,8 +36,9 @@ Intervals: as `hwnas.latency.few_shot`, leave-one-out conformal on the k samples
 q_ = `conformal_q`(LOO predictions, y, alpha), interval [pred exp(-q_), pred exp(q_)].
 
 Picking the k networks (`support_archs`): HELP's 10 fixed reference architectures where the
-space has them (`nb201`; `hwnas.latency.few_shot.REFERENCE_ARCHS`, the hardware embedding of the
-HELP paper), otherwise `plan_nets` (k networks spread evenly over the source's latency range).
+space has them (`nb201` and `fbnet`; `hwnas.latency.few_shot.REFERENCE_ARCHS`, the hardware
+embedding of the HELP paper), otherwise `plan_nets` (k networks spread evenly over the source's
+latency range).
 """
 
 from __future__ import annotations
@@ -76,6 +77,16 @@ HELP_REFERENCE_NB201 = (
     "|avg_pool_3x3~0|+|none~0|skip_connect~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|",
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|"
     "nor_conv_3x3~2|",
+)
+
+#: FBNet (HW-NAS-Bench) archs of HELP's 10 reference architectures (`REFERENCE_ARCHS["fbnet"]`),
+#: one digit per layer: the op index 0..8 (k3_e1, k3_e1_g2, k3_e3, k3_e6, k5_e1, k5_e1_g2,
+#: k5_e3, k5_e6, skip), as the CSV's L00..L21.
+HELP_REFERENCE_FBNET = (
+    "1866803437874325730137", "5485168530480245066005", "7275468066512407560332",
+    "8161627168752018032254", "1707434661105677676312", "2245725722123146363201",
+    "4455311042242050562525", "8844681803128858228148", "0767336174377084856851",
+    "1240730564570143233306",
 )
 
 
@@ -298,12 +309,15 @@ class AdaptedPredictor(LatencyPredictor):
 def support_archs(space: SearchSpace, k: int, source_lut: dict[str, float], seed: int = 0
                   ) -> tuple[list[Arch], str]:
     """The k networks to measure on the new device, and how they were picked: HELP's 10
-    reference architectures for `nb201` (k = 10; HELP's hardware embedding), otherwise k
+    reference architectures for `nb201` and `fbnet` (k = 10; HELP's hardware embedding), else k
     networks spread evenly over the source table's latency range (`plan_nets`)."""
     from hwnas.profile.sampling import plan_nets
 
     if space.name == "nb201" and k == len(HELP_REFERENCE_NB201):
         return [space.from_arch_str(s) for s in HELP_REFERENCE_NB201], \
+            "HELP's 10 reference architectures"
+    if space.name == "fbnet" and k == len(HELP_REFERENCE_FBNET):
+        return [space.from_indices([int(c) for c in s]) for s in HELP_REFERENCE_FBNET], \
             "HELP's 10 reference architectures"
     return plan_nets(space, k, source_lut, seed=seed), \
         f"{k} networks spread over the source's latency range"
@@ -496,5 +510,5 @@ def adapt_profile(config: AdaptConfig, progress: Callable[[str, int, int], None]
     return AdaptResult(root, predictor, chosen.root, picked, check)
 
 
-__all__ = ["HELP_REFERENCE_NB201", "METHODS", "AdaptConfig", "AdaptResult", "AdaptedPredictor",
-           "adapt_profile", "check_archs", "kernel_work", "support_archs", "work_table"]
+__all__ = ["HELP_REFERENCE_FBNET", "HELP_REFERENCE_NB201", "METHODS", "AdaptConfig",
+           "AdaptResult", "AdaptedPredictor", "adapt_profile", "check_archs", "kernel_work", "support_archs", "work_table"]
