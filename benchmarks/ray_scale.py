@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import Results
 
 from hwnas.devices.measurement import Protocol

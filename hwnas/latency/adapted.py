@@ -511,4 +511,5 @@ def adapt_profile(config: AdaptConfig, progress: Callable[[str, int, int], None]
 
 
 __all__ = ["HELP_REFERENCE_FBNET", "HELP_REFERENCE_NB201", "METHODS", "AdaptConfig",
-           "AdaptResult", "AdaptedPredictor", "adapt_profile", "check_archs", "kernel_work", "support_archs", "work_table"]
+           "AdaptResult", "AdaptedPredictor", "adapt_profile", "check_archs", "kernel_work",
+           "support_archs", "work_table"]
