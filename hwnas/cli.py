@@ -62,7 +62,7 @@ def spaces() -> None:
 @arch_app.command("sample")
 def arch_sample(
     space: str = typer.Option("proxyless", help="Search space name (see `hwnas spaces`)."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
     resolution: int = typer.Option(None, help="Input resolution (default: the space's)."),
     width: float = typer.Option(1.0, help="Width multiplier."),
     num_classes: int = typer.Option(None, help="Number of classes (default: the space's)."),
@@ -131,7 +131,7 @@ def profile(
     out: Path = typer.Option(None, help="Profile folder [default: profiles/<device>-<T>t-"
                                         "<space>-<resolution>]."),
     resume: bool = typer.Option(False, help="Continue an interrupted profile in --out."),
-    seed: int = typer.Option(0, help="Seed for the network sample and round order."),
+    seed: int = typer.Option(0, min=0, help="Seed for the network sample and round order."),
     quick: bool = typer.Option(False, help="A shorter timing protocol (tests, demos)."),
     generic: int = typer.Option(0, help="Also measure N generic ops (conv, depthwise, linear, "
                                         "pooling, ...) sampled from realistic shapes, for "
@@ -315,7 +315,7 @@ def measure(
     if model.suffix != f".{backend.artifact}":
         raise HwnasError(f"{model}: {device} runs .{backend.artifact} files, not "
                          f"{model.suffix or 'a file without suffix'}")
-    shape = _shape(input_shape) if input_shape else model_input_shape(model)
+    shape = model_input_shape(model, _shape(input_shape) if input_shape else None)
     prof = _load_profile(profile) if profile is not None else None
     result = measure_file(backend, model, shape, Protocol.quick() if quick else Protocol(),
                           profile=prof)
@@ -355,7 +355,7 @@ def _shape(text: str) -> tuple[int, ...]:
 def validate(
     profile: Path = typer.Option(..., help="Profile folder."),
     test_frac: float = typer.Option(0.4, help="Share of the measured nets held out."),
-    seed: int = typer.Option(0, help="Seed of the train/test split."),
+    seed: int = typer.Option(0, min=0, help="Seed of the train/test split."),
     alpha: float = typer.Option(0.1, help="Interval miscoverage (0.1: 90% intervals)."),
     save: bool = typer.Option(True, help="Then fit the learned predictor on all nets and save "
                                          "it inside the profile (predictor.skops/json)."),
@@ -395,7 +395,7 @@ def adapt(
                                              "settings); the best-fitting one is used."),
     method: str = typer.Option("kernel-map", help="kernel-map (linear map + one kernel class "
                                                   "when it pays) or linear-map."),
-    seed: int = typer.Option(0, help="Seed of the network choice and round order."),
+    seed: int = typer.Option(0, min=0, help="Seed of the network choice and round order."),
     resume: bool = typer.Option(False, help="Finish an interrupted adapt in --out."),
     quick: bool = typer.Option(False, help="A shorter timing protocol (tests, demos)."),
 ) -> None:
@@ -601,7 +601,7 @@ def search(
     batch_size: int = typer.Option(64, help="Batch size."),
     train_resolution: int = typer.Option(32, help="Proxy-task training resolution (latency "
                                                   "always comes from the profile's own)."),
-    seed: int = typer.Option(0, help="Seed."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
     fill_floor: float = typer.Option(0.85, help="Fill a result below this share of the budget "
                                                 "with slower, most probable choices (0: off)."),
     resume: bool = typer.Option(True, help="Continue an interrupted run in --out."),
@@ -619,7 +619,10 @@ def search(
                                   "| a zero-cost proxy (synflow, snip, grad_norm, grasp, fisher, "
                                   "jacob_cov, naswot, params, macs, conv_count) | parzc:MODEL "
                                   "(a folder from `hwnas parzc fit`) | parzc-free[:PROXY[:sin|"
-                                  "quadratic]] (training-free ParZC). No training either way."),
+                                  "quadratic]] (training-free ParZC), none of which trains | "
+                                  "train[:EPOCHS] (each candidate trained from scratch on "
+                                  "--proxy-data, default 2 epochs; spread it with --batch N "
+                                  "--ray)."),
     proxy_data: str = typer.Option("digits", help="Minibatch of the data-dependent proxies: "
                                    "digits | folder:PATH | cifar10:PATH."),
     proxies_table: Path = typer.Option(None, help="A `hwnas proxies` file to read scores from "
@@ -969,8 +972,9 @@ def proxies(
     batch_size: int = typer.Option(64, help="Images in the minibatch."),
     resolution: int = typer.Option(None, help="Input resolution (default: the space's)."),
     classes: int = typer.Option(None, help="Classes of the head (default: the space's)."),
-    seed: int = typer.Option(0, help="Seed of the draw and of each network's initialisation."),
-    data_seed: int = typer.Option(42, help="Seed of the minibatch (the official 42)."),
+    seed: int = typer.Option(0, min=0, help="Seed of the draw and of each network's "
+                                            "initialisation."),
+    data_seed: int = typer.Option(42, min=0, help="Seed of the minibatch (the official 42)."),
     threads: int = typer.Option(None, help="torch threads (default: torch's)."),
     resume: bool = typer.Option(True, help="Continue an interrupted run on --out."),
 ) -> None:
@@ -1018,7 +1022,7 @@ def parzc_fit(
     epochs: int = typer.Option(200, help="Training epochs."),
     loss: str = typer.Option("diffkendall", help="diffkendall | pairwise | mse, or a sum like "
                              "pairwise+diffkendall."),
-    seed: int = typer.Option(0, help="Seed."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
 ) -> None:
     """Fit ParZC (MABN with Bayesian layers, DiffKendall loss) on architectures with known
     accuracy; prints Kendall tau and Spearman rho on the held-out rows."""
@@ -1083,7 +1087,8 @@ def supernet_rank(
                                 "fewshot, gm."),
     gm_batches: int = typer.Option(10, help="Minibatches per gradient-matching distance."),
     limit: int = typer.Option(None, help="At most this many training + validation images."),
-    seed: int = typer.Option(0, help="Seed of the architecture sample and the supernets."),
+    seed: int = typer.Option(0, min=0, help="Seed of the architecture sample and the "
+                                            "supernets."),
     out: Path = typer.Option(None, help="Write the full result (per architecture) as JSON."),
 ) -> None:
     """How well a supernet's inherited weights rank architectures: trains --archs architectures
@@ -1158,7 +1163,7 @@ def train(
     batch_size: int = typer.Option(64, help="Batch size."),
     train_resolution: int = typer.Option(32, help="Training resolution."),
     out: Path = typer.Option(None, help="Write model.safetensors and train.json here."),
-    seed: int = typer.Option(0, help="Seed."),
+    seed: int = typer.Option(0, min=0, help="Seed."),
 ) -> None:
     """Train a chosen network from scratch and report its accuracy."""
     from hwnas.search.run import train_arch
@@ -1319,6 +1324,8 @@ def demo(
 
 
 def _fail(message: str, code: int = 2) -> None:
+    # one line, whatever the message quotes (a YAML parser's multi-line context, a traceback)
+    message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
     Console(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False,
                                soft_wrap=True)
     sys.exit(code)

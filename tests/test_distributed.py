@@ -290,3 +290,16 @@ def test_ray_search_options_need_a_strategy_and_a_batch(tmp_path: Path) -> None:
         with pytest.raises(SystemExit) as info:
             main(args)
         assert info.value.code == 2, msg
+
+
+@needs_ray
+def test_trained_candidates_on_ray(cluster, tmp_path: Path) -> None:
+    """Train-from-scratch evaluations (`--evaluator train:1`) run as Ray tasks."""
+    out = tmp_path / "t"
+    r = _hwnas(["search", "--method", "random", "--space", "nb201", "--evaluator", "train:1",
+                "--evaluations", "2", "--batch", "2", "--ray", cluster.address, "--out", str(out)])
+    _, err = r.communicate(timeout=300)
+    assert r.returncode == 0, err[-2000:]
+    t = _trajectory(out)
+    assert list(t["status"]) == ["evaluated", "evaluated"]
+    assert ((t["score"] >= 0) & (t["score"] <= 1)).all()

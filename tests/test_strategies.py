@@ -556,3 +556,18 @@ def test_cli_strategy_search_mistakes(tables, tmp_path: Path, capsys, args, mess
     assert not captured.out.strip()  # checked before any progress is shown
     assert message in err[0]
     assert not out.exists()
+
+
+def test_trained_evaluator_scores_the_from_scratch_validation_accuracy() -> None:
+    from hwnas.search.evaluators import TrainedEvaluator
+    from hwnas.search.run import train_arch
+
+    space = get_space("nb201")
+    idx = np.array([3, 1, 0, 2, 4, 3])
+    ev = TrainedEvaluator(space, "digits", epochs=1, seed=1, max_batches=2)
+    direct = train_arch(space.from_indices(list(idx)), "digits", epochs=1, seed=1,
+                        train_resolution=32, max_batches=2, threads=1)["valid_acc"]
+    assert ev(idx) == pytest.approx(direct) and 0.0 <= direct <= 1.0
+    for bad in ("train:0", "train:x"):
+        with pytest.raises(HwnasError, match="train"):
+            StrategySearchConfig(method="evolution", evaluator=bad)

@@ -15,8 +15,11 @@ one evaluation of the budget (`hwnas.search.strategy.run_strategy`).
 - `ParZCEvaluator`: a fitted ParZC model (`hwnas.search.parzc`) scoring the node-wise proxy
   features it was trained on, computed the same way (the settings saved with the model).
 
-Later evaluators plug in here: accuracy with shared weights (the supernet) and after training
-from scratch (`hwnas.search.run.train_arch`).
+- `TrainedEvaluator`: the validation accuracy after training the candidate from scratch on the
+  proxy data (`hwnas.search.run.train_arch`, `--evaluator train[:EPOCHS]`): the expensive
+  evaluation that `--batch N --ray` spreads over a cluster (`hwnas.search.distributed`).
+
+Later evaluators plug in here: accuracy with shared weights (the supernet).
 """
 
 from __future__ import annotations
@@ -203,3 +206,30 @@ class ParZCEvaluator(Evaluator):
 
     def evaluate_many(self, idx: np.ndarray) -> np.ndarray:
         return self.model.predict(self.features_of(idx))
+
+
+class TrainedEvaluator(Evaluator):
+    """Validation accuracy of the candidate trained from scratch (`train_arch`: the space's
+    network at `resolution`, `epochs` on `data`, seeded by `seed`, at most `max_batches` per
+    epoch), one torch thread per evaluation (parallelism comes from running several)."""
+
+    def __init__(self, space, data: str = "digits", epochs: int = 2, seed: int = 0,
+                 resolution: int = 32, max_batches: int | None = None,
+                 batch_size: int = 64) -> None:
+        from hwnas.data import check_spec
+
+        if epochs < 1:
+            raise HwnasError(f"--evaluator train:EPOCHS needs EPOCHS >= 1, got {epochs}")
+        check_spec(data)
+        self.space, self.data, self.epochs, self.seed = space, data, int(epochs), int(seed)
+        self.resolution, self.max_batches, self.batch_size = resolution, max_batches, batch_size
+        self.name = f"train:{self.epochs} ({data}, {resolution}x{resolution}, seed {seed})"
+
+    def evaluate(self, idx: np.ndarray) -> float:
+        from hwnas.search.run import train_arch
+
+        arch = self.space.from_indices([int(v) for v in np.asarray(idx)])
+        r = train_arch(arch, self.data, epochs=self.epochs, batch_size=self.batch_size,
+                       seed=self.seed, train_resolution=self.resolution,
+                       max_batches=self.max_batches, threads=1)
+        return float(r["valid_acc"])

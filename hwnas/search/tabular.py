@@ -97,12 +97,17 @@ class StrategySearchConfig:
                                  "synflow|snip|...|parzc:MODEL")
         elif ev == "parzc-free" or ev.startswith("parzc-free:"):
             pass  # checked when the evaluator is built (proxy, weighting)
+        elif ev == "train" or ev.startswith("train:"):
+            epochs = ev.partition(":")[2] or "2"
+            if not epochs.isdigit() or int(epochs) < 1:
+                raise HwnasError(f"evaluator {ev!r}: write train or train:EPOCHS (EPOCHS >= 1)")
         elif ev.startswith("parzc:"):
             if not ev[len("parzc:"):]:
                 raise HwnasError("--evaluator parzc:MODEL names the folder of a fitted ParZC "
                                  "model (`hwnas parzc fit`)")
         elif ev not in PROXIES:
-            raise HwnasError(f"unknown evaluator {ev!r}; use table, parzc:MODEL or a proxy: "
+            raise HwnasError(f"unknown evaluator {ev!r}; use table, train[:EPOCHS], parzc:MODEL "
+                             f"or a proxy: "
                              f"{', '.join(PROXIES)}")
         if self.latency_table is not None:
             self.latency_table = Path(self.latency_table)
@@ -200,6 +205,11 @@ def _evaluator(config: StrategySearchConfig, space: SearchSpace, acc: ArchTable 
 
     if config.evaluator == "table":
         return TableEvaluator(acc)
+    if config.evaluator == "train" or config.evaluator.startswith("train:"):
+        from hwnas.search.evaluators import TrainedEvaluator
+
+        return TrainedEvaluator(space, config.proxy_data,
+                                int(config.evaluator.partition(":")[2] or 2), config.seed)
     table = settings = None
     if config.proxies_table is not None:
         from hwnas.search.proxy_table import read_proxies
