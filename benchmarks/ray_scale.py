@@ -59,7 +59,8 @@ def _init(num_cpus: int, resources: dict | None = None, keep_workers: bool = Fal
 
     system = {"idle_worker_killing_time_threshold_ms": 10 ** 8,
               "num_workers_soft_limit": 64} if keep_workers else {}
-    ray.init(num_cpus=num_cpus, resources=resources or {}, include_dashboard=False,
+    ray.init(address="local", num_cpus=num_cpus, resources=resources or {},
+             include_dashboard=False,
              object_store_memory=100 * MB, log_to_driver=False, logging_level="warning",
              _system_config=system)
     return ray

@@ -100,7 +100,9 @@ def connect(address: str | None = None, local_resources: dict[str, float] | None
         return False
     quiet = {"log_to_driver": False, "configure_logging": True, "logging_level": "warning"}
     if address in (None, "", "local"):
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, resources=local_resources or {},
+        # address="local": a new instance, even where `ray start` left one running here
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,
+                 resources=local_resources or {},
                  include_dashboard=False,
                  object_store_memory=object_store_memory or LOCAL_OBJECT_STORE, **quiet)
     else:
