@@ -315,7 +315,7 @@ def measure(
     if model.suffix != f".{backend.artifact}":
         raise HwnasError(f"{model}: {device} runs .{backend.artifact} files, not "
                          f"{model.suffix or 'a file without suffix'}")
-    shape = model_input_shape(model, _shape(input_shape) if input_shape else None)
+    shape = _shape(input_shape) if input_shape else model_input_shape(model)
     prof = _load_profile(profile) if profile is not None else None
     result = measure_file(backend, model, shape, Protocol.quick() if quick else Protocol(),
                           profile=prof)
