@@ -3,15 +3,21 @@
 Every file hwnas writes (profiles, artifacts, manifests, checkpoints, reports) goes through
 `atomic_path` / `write_atomic`: the data goes to a temporary file in the same folder, is flushed
 to disk (fsync), then renamed over the target. A reader therefore sees the old file or the new
-one, never half of one, and a kill at any moment leaves no truncated file behind.
+one, never half of one, and a kill at any moment leaves no truncated file behind. A write that
+fails because the disk is full, a quota is exhausted or the file is over the process's size
+limit is one `HwnasError` ("no space left on the device writing FILE"), the target untouched.
+
+`folder_lock` lets one hwnas process at a time write a run folder (a search's `--out`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,15 +43,99 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     For writers that want a file name (torch.export.save, a converter, safetensors, parquet);
     `suffix` keeps an extension some writers insist on (e.g. ".pt2").
     """
+    from hwnas.errors import HwnasError
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
     try:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
+    except Exception as e:
+        why = None if isinstance(e, HwnasError) else disk_full(e)
+        if why is None:
+            raise
+        raise HwnasError(f"{why} writing {path}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+# what a write that ran out of room says: errno, and the words of libraries that wrap it
+# (pyarrow keeps the errno, safetensors only the message)
+_NO_ROOM = ((errno.ENOSPC, "No space left on device", "no space left on the device"),
+            (errno.EDQUOT, "Disk quota exceeded", "disk quota exceeded"),
+            (errno.EFBIG, "File too large", "file too large (over the process's file-size "
+                                            "limit, ulimit -f)"))
+
+
+def disk_full(error: BaseException) -> str | None:
+    """How a failed write ran out of room (a full disk, a quota, a file-size limit), in words;
+    None for any other error."""
+    code = getattr(error, "errno", None)
+    for number, words, said in _NO_ROOM:
+        if code == number or words in str(error):
+            return said
+    return None
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, name: str = ".hwnas.lock") -> Iterator[Path]:
+    """Hold `folder/name` (the folder is created when missing) while the block runs, so that
+    one hwnas process at a time writes `folder`; another one gets `HwnasError` at once.
+
+    The lock is the operating system's (filelock: fcntl on POSIX, msvcrt on Windows), held by
+    an open file: the OS releases it when the process ends in any way, SIGKILL included, so the
+    lock file a killed run leaves behind never blocks the next run.
+    """
+    from filelock import FileLock, Timeout
+
+    from hwnas.errors import HwnasError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / name))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise HwnasError(f"{folder} is being written by another hwnas process (lock "
+                         f"{lock.lock_file})") from None
+    try:
+        remove_stale_temps(folder)  # what killed writers left: this process owns the folder now
+        yield folder / name
+    finally:
+        lock.release()
+
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)(\.[^.]*)?$")
+
+
+def remove_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary files (`.NAME.tmpPID`) that writers killed in the middle of an
+    `atomic_path` left in `folder` (only those of `name` when given): a file whose process is
+    gone. A live writer's file is left alone. Returns the files removed."""
+    removed: list[Path] = []
+    folder = Path(folder)
+    if os.name != "posix" or not folder.is_dir():  # liveness is asked with signal 0 (POSIX)
+        return removed
+    for path in folder.iterdir():
+        m = _TEMP.match(path.name)
+        if m is None or (name is not None and m["name"] != name) or not path.is_file():
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # that process still runs (or runs as another user)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
@@ -78,6 +168,30 @@ def write_json(path: str | Path, obj: object) -> None:
     write_text(path, dumps(obj) + "\n")
 
 
+def read_json(path: str | Path) -> object:
+    """The JSON document in a file. A missing, unreadable, non-UTF-8, malformed or too deeply
+    nested file is one `HwnasError("<path>: <what>")`, never a traceback."""
+    from hwnas.errors import HwnasError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HwnasError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise HwnasError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") \
+            from None
+    except OSError as e:
+        raise HwnasError(f"{path}: unreadable ({e.strerror or e})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise HwnasError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column "
+                         f"{e.colno})") from None
+    except RecursionError:
+        raise HwnasError(f"{path}: malformed JSON (nested too deeply)") from None
+
+
 def sha256(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
@@ -99,10 +213,7 @@ def read_model_config(folder: str | Path, config_file: str, weights_file: str, f
     for path in (cfg_path, w_path):
         if not path.is_file():
             raise HwnasError(f"{path}: file not found")
-    try:
-        doc = json.loads(cfg_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HwnasError(f"{cfg_path}: not readable JSON ({e})") from None
+    doc = read_json(cfg_path)
     if not isinstance(doc, dict):
         raise HwnasError(f"{cfg_path}: expected a JSON object, got {type(doc).__name__}")
     if doc.get("format") != fmt:

@@ -315,7 +315,7 @@ def measure(
     if model.suffix != f".{backend.artifact}":
         raise HwnasError(f"{model}: {device} runs .{backend.artifact} files, not "
                          f"{model.suffix or 'a file without suffix'}")
-    shape = _shape(input_shape) if input_shape else model_input_shape(model)
+    shape = model_input_shape(model, _shape(input_shape) if input_shape else None)
     prof = _load_profile(profile) if profile is not None else None
     result = measure_file(backend, model, shape, Protocol.quick() if quick else Protocol(),
                           profile=prof)
@@ -1376,6 +1376,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         sys.exit(130)
+    except OSError as e:  # a write outside `atomic_path` (an appended log) on a full disk
+        from hwnas._io import disk_full
+
+        why = disk_full(e)
+        if why is None:
+            raise
+        _fail(why + (f" writing {e.filename}" if e.filename else f" ({e})"))
     if getattr(exc, "Abort", None) and code is exc.Abort:
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

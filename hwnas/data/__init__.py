@@ -38,6 +38,10 @@ import torch.nn.functional as F
 from hwnas.errors import HwnasError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# input sizes refused before anything is allocated: the largest side an arch may have
+# (hwnas.space.arch.MAX_RESOLUTION) and the images of a dataset held in memory, as uint8
+MAX_RESOLUTION = 4096
+MAX_IMAGE_BYTES = 16 << 30
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = "test_batch"
 SPEC_HELP = ("use 'digits', 'digits-shift', 'folder:PATH' (one subfolder per class) or "
@@ -137,8 +141,8 @@ def load_data(spec: str, resolution: int = 32, seed: int = 0, valid_frac: float 
     """Load a data spec (see the module docstring) at `resolution`; `limit` caps the train images."""
     if not isinstance(spec, str) or not spec.strip():
         raise HwnasError(f"empty data spec; {SPEC_HELP}")
-    if resolution < 4:
-        raise HwnasError(f"data resolution must be at least 4, got {resolution}")
+    if not 4 <= resolution <= MAX_RESOLUTION:
+        raise HwnasError(f"data resolution must be within 4..{MAX_RESOLUTION}, got {resolution}")
     if not 0.0 < valid_frac < 1.0 or not 0.0 <= test_frac < 1.0:
         raise HwnasError("valid_frac must be in (0, 1) and test_frac in [0, 1)")
     kind, _, arg = spec.strip().partition(":")
@@ -146,6 +150,7 @@ def load_data(spec: str, resolution: int = 32, seed: int = 0, valid_frac: float 
     rng = np.random.default_rng(seed)
     if kind == "digits" and not arg:
         x, y, classes = _digits()
+        _check_size("digits", len(x), resolution)
         x = _resize_uint8(x, resolution)
         (x_tr, y_tr), (x_te, y_te) = _holdout(x, y, test_frac, rng)
         name = "digits"
@@ -154,6 +159,7 @@ def load_data(spec: str, resolution: int = 32, seed: int = 0, valid_frac: float 
         (x_tr, y_tr), (x_te, y_te) = _holdout(x, y, test_frac, rng)
         x_tr, y_tr = _shifted(x_tr, y_tr, seed=1)
         x_te, y_te = _shifted(x_te, y_te, seed=2)
+        _check_size("digits-shift", len(x_tr) + len(x_te), resolution)
         x_tr, x_te = _resize_uint8(x_tr, resolution), _resize_uint8(x_te, resolution)
         name = "digits-shift"
     elif kind == "folder":
@@ -164,6 +170,7 @@ def load_data(spec: str, resolution: int = 32, seed: int = 0, valid_frac: float 
     elif kind == "cifar10":
         root = _path(arg, spec)
         x_tr, y_tr, x_te, y_te, classes = _cifar10(root)
+        _check_size(f"cifar10:{root}", len(x_tr) + len(x_te), resolution)
         x_tr, x_te = _resize_uint8(x_tr, resolution), _resize_uint8(x_te, resolution)
         name = f"cifar10:{root}"
     else:
@@ -223,19 +230,24 @@ def _folder(root: Path, resolution: int) -> tuple[torch.Tensor, torch.Tensor, li
     if len(classes) < 2:
         raise HwnasError(f"{root}: an image folder needs one subfolder per class (at least 2), "
                          f"found {len(classes)}")
-    xs, ys = [], []
-    for c, name in enumerate(classes):
+    per_class = []
+    for name in classes:
         files = sorted(p for p in (root / name).rglob("*")
                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise HwnasError(f"{root / name}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        per_class.append(files)
+    _check_size(str(root), sum(map(len, per_class)), resolution)
+    xs, ys = [], []
+    for c, files in enumerate(per_class):
         for f in files:
             try:
                 with Image.open(f) as im:
                     im = im.convert("RGB").resize((resolution, resolution),
                                                   Image.Resampling.BILINEAR)
                     arr = np.asarray(im, dtype=np.uint8)
-            except (UnidentifiedImageError, OSError) as e:
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError
+                    ) as e:  # not an image, truncated, or a header claiming billions of pixels
                 raise HwnasError(f"{f}: not a readable image ({e})") from None
             xs.append(torch.from_numpy(arr.copy()).permute(2, 0, 1))
             ys.append(c)
@@ -321,10 +333,22 @@ def _path(arg: str, spec: str) -> Path:
     return Path(arg).expanduser()
 
 
+def _check_size(name: str, n: int, resolution: int) -> None:
+    """Refuse a dataset whose images at `resolution` would not fit in memory, before any is
+    resized (n images of 3 x resolution^2 bytes)."""
+    size = n * 3 * resolution * resolution
+    if size > MAX_IMAGE_BYTES:
+        raise HwnasError(f"{name}: {n} images at {resolution}x{resolution} are {size / 2**30:.3g} "
+                         f"GiB, more than hwnas holds in memory ({MAX_IMAGE_BYTES >> 30} GiB); "
+                         "use a lower resolution")
+
+
 def _resize_uint8(x: torch.Tensor, resolution: int, chunk: int = 2048) -> torch.Tensor:
-    """Bilinear resize of uint8 (N, C, H, W) images to (resolution, resolution), in chunks."""
+    """Bilinear resize of uint8 (N, C, H, W) images to (resolution, resolution), in chunks
+    (of at most 256 MiB of float32 output)."""
     if x.shape[-1] == resolution and x.shape[-2] == resolution:
         return x
+    chunk = max(1, min(chunk, (256 << 20) // (4 * x.shape[1] * resolution * resolution)))
     out = []
     for start in range(0, len(x), chunk):
         xf = x[start:start + chunk].float()

@@ -33,7 +33,10 @@ SCHEMA: dict = {
                                  "layout": {"enum": ["NCHW"]}}},
         "output": {"type": "object", "required": ["shape"]},
         "artifact": {"type": "object", "required": ["file", "bytes", "sha256"],
-                     "properties": {"bytes": {"type": "integer", "minimum": 1},
+                     # a file name beside the manifest, never a path that leads elsewhere
+                     "properties": {"file": {"type": "string",
+                                             "pattern": r"^(?!\.\.?$)[^/\\]+$"},
+                                    "bytes": {"type": "integer", "minimum": 1},
                                     "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
         "runtimes": {"type": "object", "additionalProperties": {"type": "string"}},
         "export_s": _NUM,
@@ -74,11 +77,20 @@ def validate_manifest(manifest: dict) -> None:
 
 
 def load_manifest(path: str | Path) -> dict:
-    """Read and validate a manifest.json."""
+    """Read and validate a manifest.json; any problem is one `HwnasError` naming the file."""
     path = Path(path)
+
+    def finite_only(name: str) -> float:
+        raise ValueError(f"{name} is not a number a manifest records")
+
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"), parse_constant=finite_only)
+    except RecursionError:
+        raise HwnasError(f"cannot read manifest {path}: JSON nested too deeply") from None
     except (OSError, ValueError) as e:
         raise HwnasError(f"cannot read manifest {path}: {e}") from None
-    validate_manifest(manifest)
+    try:
+        validate_manifest(manifest)
+    except HwnasError as e:
+        raise HwnasError(f"{path}: {e}") from None
     return manifest

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from hwnas import __version__
-from hwnas._io import now, sha256, write_json
+from hwnas._io import now, remove_stale_temps, sha256, write_json
 from hwnas.convert.onnx import INPUT_NAME
 from hwnas.data import check_spec
 from hwnas.errors import HwnasError
@@ -108,7 +108,10 @@ def load_model(arch: Arch, weights: Path | None) -> tuple[nn.Module, Arch]:
     except Exception as e:  # not a safetensors file, truncated, ...
         raise HwnasError(f"cannot read weights {weights}: {e}") from None
     if "arch" in meta:
-        trained = Arch.from_json(meta["arch"])
+        try:
+            trained = Arch.from_json(meta["arch"])
+        except HwnasError as e:
+            raise HwnasError(f"{weights}: the arch in its metadata is unreadable ({e})") from None
         for name in ("space", "choices", "width", "channels"):
             if getattr(trained, name) != getattr(arch, name):
                 raise HwnasError(f"the arch does not match the weights: {name} is "
@@ -127,6 +130,11 @@ def load_model(arch: Arch, weights: Path | None) -> tuple[nn.Module, Arch]:
             raise HwnasError(f"the arch does not match the weights: {key} is "
                              f"{tuple(tensor.shape)} in the arch, {tuple(state[key].shape)} in "
                              f"{weights.name}")
+        if state[key].dtype != tensor.dtype:
+            raise HwnasError(f"{weights}: tensor {key!r} is {state[key].dtype}, the arch's "
+                             f"network needs {tensor.dtype}")
+        if state[key].is_floating_point() and not torch.isfinite(state[key]).all():
+            raise HwnasError(f"{weights}: tensor {key!r} has non-finite values (NaN or inf)")
     extra = sorted(set(state) - set(expected))
     if extra:
         raise HwnasError(f"the arch does not match the weights: {weights.name} has tensors the "
@@ -350,6 +358,10 @@ def export_target(target: Target, model: nn.Module, arch: Arch, ref: Reference,
     shape = space_of(arch).input_shape()
     folder = Path(config.out) / target.name
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(folder)  # half-written files of an export that was killed
+    # an earlier export's manifest goes before the artifact is replaced: killed in between, a
+    # folder must not hold a manifest that vouches for another file
+    (folder / "manifest.json").unlink(missing_ok=True)
     path = folder / f"model.{target.suffix}"
     log(f"{target.name}: writing {path}")
     t0 = time.monotonic()

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hwnas._io import now
+from hwnas._io import now, read_json
 from hwnas.errors import HwnasError
 from hwnas.profile.record import ProfileRecord, write_record
 from hwnas.profile.sampling import net_id
@@ -99,6 +98,8 @@ def _read_yaml(path: Path) -> dict:
             from None
     except yaml.YAMLError as e:
         raise HwnasError(f"{path}: malformed YAML ({e})") from None
+    except RecursionError:
+        raise HwnasError(f"{path}: malformed YAML (nested too deeply)") from None
     if not isinstance(data, dict) or not data:
         raise HwnasError(f"{path}: expected a YAML mapping of op keys to count/mean/var, "
                          f"got {type(data).__name__}")
@@ -226,10 +227,7 @@ def import_fbnet_table_json(path: str | Path) -> LayerTable:
     other shapes than the space's.
     """
     src = _check_file(path)
-    try:
-        data = json.loads(src.read_text())
-    except json.JSONDecodeError as e:
-        raise HwnasError(f"{src}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    data = read_json(src)
     if not isinstance(data, list):
         raise HwnasError(f"{src}: expected a JSON list of per-layer entries, got "
                          f"{type(data).__name__}")
@@ -302,7 +300,7 @@ def _read_indices(df: pd.DataFrame, cols: list[str], space: SearchSpace, src: Pa
 
 def _read_latency(df: pd.DataFrame, col: str, src: Path) -> np.ndarray:
     ms = pd.to_numeric(df[col], errors="coerce")
-    bad = ms.isna() | ~(ms > 0)
+    bad = ms.isna() | ~(ms > 0) | ~np.isfinite(ms.astype(float))
     if bad.any():
         r = int(np.flatnonzero(bad.to_numpy())[0])
         raise HwnasError(f"{src}: column {col!r}, row {r}: {df[col].iloc[r]!r} is not a positive "
@@ -352,6 +350,8 @@ def import_latency_csv(path: str | Path, device_column: str, out_dir: str | Path
         df = pd.read_csv(src)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise HwnasError(f"{src}: not a readable CSV ({e})") from None
+    if df.empty:
+        raise HwnasError(f"{src}: the CSV has no rows (no networks to import)")
     if sp is None:
         sp = get_space(_layout(df))
     col = _device_column(df, device_column, src)

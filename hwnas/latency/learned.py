@@ -18,7 +18,6 @@ the absolute out-of-fold log residuals q gives [pred * exp(-q), pred * exp(q)].
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from hwnas._io import read_json
 from hwnas.errors import HwnasError
 from hwnas.latency.base import LatencyPredictor
 from hwnas.latency.lut import LookupTablePredictor
@@ -198,10 +198,10 @@ class NetworkPredictor(LatencyPredictor):
         import skops.io as sio
 
         root = Path(root)
-        try:
-            meta = json.loads((root / "predictor.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise HwnasError(f"{root}/predictor.json: unreadable ({e})") from None
+        meta = read_json(root / "predictor.json")
+        problem = _meta_problem(meta)
+        if problem:
+            raise HwnasError(f"{root / 'predictor.json'}: {problem}")
         self = cls(alpha=meta["alpha"], folds=meta.get("folds", 5), seed=meta.get("seed", 0))
         self._prepare(lut)
         self.family_, self.alpha_, self.q_ = meta["family"], meta["alpha"], meta["q"]
@@ -218,5 +218,31 @@ class NetworkPredictor(LatencyPredictor):
             if bad:
                 raise HwnasError(f"{path}: refusing to load types outside scikit-learn/numpy: "
                                  f"{', '.join(bad)}")
-            self.model_ = sio.loads(data, trusted=untrusted)
+            try:
+                self.model_ = sio.loads(data, trusted=untrusted)
+            except Exception as e:  # a damaged file of allowed types: nothing of it ran
+                raise HwnasError(f"{path}: unreadable predictor file ({type(e).__name__}: "
+                                 f"{e})") from None
         return self
+
+
+def _meta_problem(meta: object) -> str:
+    """What is wrong with a predictor.json document ("" when nothing)."""
+    if not isinstance(meta, dict):
+        return f"expected a JSON object, got {type(meta).__name__}"
+    missing = [k for k in ("family", "alpha", "q") if k not in meta]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    if not isinstance(meta["family"], str):
+        return f"field 'family' must be a string, got {meta['family']!r:.40}"
+    for key in ("alpha", "q"):
+        v = meta[key]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return f"field {key!r} must be a finite number, got {v!r:.40}"
+    if not 0 < meta["alpha"] < 1:
+        return f"field 'alpha' must be within (0, 1), got {meta['alpha']}"
+    for key, default in (("folds", 5), ("seed", 0), ("n_train", 0)):
+        v = meta.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int) and not (key == "seed" and v is None):
+            return f"field {key!r} must be an integer, got {v!r:.40}"
+    return ""

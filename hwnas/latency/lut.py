@@ -40,7 +40,10 @@ class LookupTablePredictor(LatencyPredictor):
 
     @classmethod
     def from_profile(cls, profile) -> LookupTablePredictor:  # profile: hwnas.profile.Profile
-        return cls().fit(profile.space, profile.lut)
+        try:
+            return cls().fit(profile.space, profile.lut)
+        except HwnasError as e:  # a table of another space or settings: name its file
+            raise HwnasError(f"{profile.root / 'ops.parquet'}: {e}") from None
 
     def indices(self, archs: list[Arch]) -> np.ndarray:
         """(N, layers) choice indices of archs (validated against the space; an arch at another

@@ -126,10 +126,11 @@ class OnnxPrediction:
 class _Graph:
     """Shapes (after shape inference), constants, producers and consumers of an ONNX graph."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, name: str = "the ONNX model") -> None:
         import onnx
         from onnx import numpy_helper
 
+        self.name = name
         model = onnx.shape_inference.infer_shapes(model)
         g = model.graph
         self.nodes = list(g.node)
@@ -217,9 +218,12 @@ def _conv(g: _Graph, i: int, used: set[int]) -> GraphOp:
     x, wshape = g.shape(node.input[0]), g.shape(node.input[1])
     if x is None or wshape is None or len(x) != 4:
         return _unknown(g, node, "its input is not a known 4-D tensor")
+    groups = int(g.attr(node, "group", 1))
+    if len(wshape) != 4 or x[1] != wshape[1] * groups:  # onnxruntime would refuse to run it
+        raise HwnasError(f"{g.name}: Conv node {node.name or i!r} has an input of {x[1]} "
+                         f"channels but a weight of shape {list(wshape)} (group {groups})")
     kh, kw = wshape[2], wshape[3]
     strides = g.attr(node, "strides", [1, 1])
-    groups = int(g.attr(node, "group", 1))
     notes = []
     if kh != kw or strides[0] != strides[1]:
         notes.append(f"kernel {kh}x{kw} stride {strides[0]}x{strides[1]} priced as square")
@@ -345,7 +349,7 @@ def _unknown(g: _Graph, node, why: str = "") -> GraphOp:
 
 def split_onnx(model, fuse_residual_add: bool = True) -> list[GraphOp]:
     """The ops of an ONNX model (path, bytes or ModelProto) in graph order."""
-    g = _Graph(_load(model))
+    g = _Graph(_load(model), _name(model))
     used: set[int] = set()
     ops: list[GraphOp] = []
     for i, node in enumerate(g.nodes):
@@ -424,19 +428,25 @@ def _nchwc_conv(spec: OpSpec) -> bool:
     return spec.groups == 1 or spec.groups == spec.cin == spec.cout
 
 
+def _name(model) -> str:
+    """How errors name a model: its path, else "the ONNX model" (bytes or a ModelProto)."""
+    return str(model) if isinstance(model, str | Path) else "the ONNX model"
+
+
 def _load(model):
     """A ModelProto from a path, bytes or a ModelProto; an unreadable or empty model is an
     `HwnasError` naming the file (a corrupt file must not be "predicted" at 0 ms)."""
     import onnx
 
-    name = "the ONNX model"
+    from hwnas.convert import check_onnx_model
+
+    name = _name(model)
     try:
         if isinstance(model, onnx.ModelProto):
             proto = model
         elif isinstance(model, bytes | bytearray):
             proto = onnx.load_from_string(bytes(model))
         else:
-            name = str(model)
             if not Path(model).is_file():
                 raise HwnasError(f"{name}: file not found")
             proto = onnx.load(name)
@@ -445,8 +455,15 @@ def _load(model):
     except Exception as e:  # protobuf's DecodeError and friends
         raise HwnasError(f"{name}: not a readable ONNX model ({type(e).__name__}: {e})") \
             from None
-    if not proto.graph.node:
-        raise HwnasError(f"{name}: the ONNX graph has no nodes (an empty or truncated file?)")
+    check_onnx_model(proto, name)
+    if proto is model:  # the caller's own: pin the batch on a copy
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+    init = {t.name for t in proto.graph.initializer}
+    for inp in proto.graph.input:  # a symbolic batch is priced as one image, as it is timed
+        dims = inp.type.tensor_type.shape.dim
+        if inp.name not in init and dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
     return proto
 
 

@@ -15,6 +15,7 @@ as Ray tasks on the device's node and the second in the driver, with this class'
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import tempfile
@@ -93,6 +94,7 @@ class Profiler:
         self.progress = progress or (lambda phase, done, total: None)
         self.log = log or (lambda msg: None)
         self.space = get_space(config.space, config.resolution, config.width)
+        self.space.check_memory()  # the largest network must fit: refused before anything runs
         self.backend: Backend = get_backend(config.device, threads=config.threads)
         self._check_backend()
         out = config.out or Path("profiles") / default_profile_id(config.device, config.threads,
@@ -160,7 +162,11 @@ class Profiler:
                 raise HwnasError(f"{self.root} profiles {theirs}, not {mine}; refusing to mix")
             if record.protocol is not None and record.protocol != self.config.protocol.to_dict():
                 self.log("note: the stored protocol differs from this run's; keeping the stored one")
-                self.config.protocol = Protocol(**record.protocol)
+                try:
+                    self.config.protocol = Protocol(**record.protocol)
+                except (TypeError, ValueError) as e:
+                    raise HwnasError(f"{self.writer.record_path}: field 'protocol' is not a "
+                                     f"timing protocol ({e})") from None
             # generic ops only grow: a resume without --generic still finishes the ones an
             # interrupted run asked for, and a larger --generic adds only the new ones (the
             # sample is prefix-stable, so the measured ones are skipped by key)
@@ -169,6 +175,7 @@ class Profiler:
                 self.config.seed = int(record.seed)
             self.config.generic = max(record.generic_requested, self.config.generic)
             self.config.kernel_nets = max(record.kernel_nets_requested, self.config.kernel_nets)
+            self._read_plan()  # a damaged plan.json is refused before anything is measured
             return replace(record, nets_requested=max(record.nets_requested, self.config.nets),
                            generic_requested=self.config.generic,
                            kernel_nets_requested=self.config.kernel_nets,
@@ -270,12 +277,29 @@ class Profiler:
                                "params": op.params, "source": source}))
         return items
 
-    def _plan(self, ops_df) -> list[Arch]:
+    def _read_plan(self) -> list[Arch] | None:
+        """The networks of plan.json, checked against the space (None: no plan yet)."""
         plan_path = self.root / "plan.json"
-        if plan_path.exists():
-            import json
+        if not plan_path.exists():
+            return None
+        from hwnas._io import read_json
 
-            return [Arch.from_dict(d) for d in json.loads(plan_path.read_text())["archs"]]
+        plan = read_json(plan_path)
+        if not isinstance(plan, dict) or not isinstance(plan.get("archs"), list):
+            raise HwnasError(f"{plan_path}: expected an object with a list 'archs'")
+        try:
+            archs = [Arch.from_dict(d) for d in plan["archs"]]
+            for arch in archs:
+                self.space.validate(arch)
+        except HwnasError as e:
+            raise HwnasError(f"{plan_path}: {e}") from None
+        return archs
+
+    def _plan(self, ops_df) -> list[Arch]:
+        archs = self._read_plan()
+        if archs is not None:
+            return archs
+        plan_path = self.root / "plan.json"
         cost = dict(zip(ops_df["key"], ops_df["median_ms"], strict=True)) \
             if len(ops_df) else None
         archs = plan_nets(self.space, self.config.nets, cost, seed=self.config.seed)
@@ -301,7 +325,12 @@ class Profiler:
         start = time.monotonic()
         if self.config.max_minutes:
             self.deadline = start + 60 * self.config.max_minutes
-        self.record = self._open(resume)
+        try:
+            self.record = self._open(resume)
+        except BaseException:
+            self.writer.release()  # a refused folder is not kept locked (a no-op if not held)
+            raise
+        failed = True
         try:
             ops_df = self.writer.rows("ops")
             measured = set(ops_df["key"]) if len(ops_df) else set()
@@ -323,13 +352,20 @@ class Profiler:
             self.record = replace(self.record, status="complete" if complete else "incomplete")
             if not complete:
                 self.log(f"time cap reached; continue with --resume (profile {self.root})")
+            failed = False
         finally:
             r = self.record
             self.record = r.updated_now(wall_s=r.wall_s + (time.monotonic() - start),
                                         timed_s=r.timed_s + self.timed_s,
                                         convert_s=r.convert_s + self.convert_s)
-            self.writer.write_record(self.record)
-            self.writer.release()
+            try:
+                self.writer.write_record(self.record)
+            except HwnasError:
+                if not failed:
+                    raise
+                # the error on its way says what went wrong (a full disk fails this write too)
+            finally:
+                self.writer.release()
         return self.root
 
     def _measure_kernel_nets(self) -> bool:
@@ -462,9 +498,9 @@ def measure_file(backend: Backend, path: Path, input_shape: tuple[int, ...], pro
         ref_item, base = reference_item(profile.reference_arch()), profile.reference_ms()
     else:
         ref_item, base = reference_item(get_space("proxyless", 224)), None
+    runner = _load_file(backend, path, input_shape)
     with tempfile.TemporaryDirectory() as tmp:
         reference = load_item(backend, ref_item, Path(tmp))
-        runner = backend.load(path, input_shape)
         res, drift = time_with_reference({"model": runner}, reference, protocol,
                                          np.random.default_rng(seed), base)
         runner.close()
@@ -475,3 +511,37 @@ def measure_file(backend: Backend, path: Path, input_shape: tuple[int, ...], pro
             "drift_scale": drift.scale, "scaled_ms": drift.correct(m.median) if base else None,
             "drift_note": drift.note, "fingerprint": backend.fingerprint(),
             "protocol": protocol.to_dict()}
+
+
+def _load_file(backend: Backend, path: Path, input_shape: tuple[int, ...]):
+    """The runner of a model file, run once: a file its runtime refuses to load or run (an
+    invalid graph, shapes that do not fit) is an `HwnasError` naming it, before any timing."""
+    from hwnas.devices.measurement import as_runner
+
+    try:
+        if Path(path).suffix == ".onnx":
+            _run_onnx_once(path, input_shape)
+            runner = as_runner(backend.load(path, input_shape))
+        else:
+            runner = as_runner(backend.load(path, input_shape))
+            with contextlib.suppress(NotImplementedError):  # a runner that only times (adb)
+                runner()
+    except HwnasError:
+        raise
+    except Exception as e:  # the runtime's own error types (onnxruntime, LiteRT)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise HwnasError(f"{path}: {backend.name} cannot run this model ({first})") from None
+    return runner
+
+
+def _run_onnx_once(path: Path, input_shape: tuple[int, ...]) -> None:
+    """One run of an ONNX file on onnxruntime's CPU provider with its logging off: a model it
+    cannot run raises here, once, instead of also printing the runtime's own error lines."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    run = ort.RunOptions()
+    run.log_severity_level = 4
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess.run(None, {sess.get_inputs()[0].name: np.zeros(input_shape, np.float32)}, run)

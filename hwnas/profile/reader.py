@@ -26,6 +26,7 @@ from hwnas.space import Arch, SearchSpace, get_space
 OP_COLUMNS = ["key", "kind", "cin", "cout", "h", "w", "kernel", "stride", "expand", "groups",
               "median_ms"]
 NET_COLUMNS = ["net_id", "arch", "median_ms"]
+INT_COLUMNS = ["cin", "cout", "h", "w", "kernel", "stride", "expand", "groups"]
 # columns that, when present, must hold positive milliseconds without gaps
 MS_COLUMNS = [*SCALED_COLUMNS, "reference_ms"]
 
@@ -49,7 +50,10 @@ class Profile:
         nets = _load_table(root / "nets.parquet", NET_COLUMNS, required=False)
         ops, nets = correct_drift(ops, nets)
         prof = cls(root, record, ops, nets)
-        prof.space  # noqa: B018  (validates the space settings now, with a clear error)
+        try:
+            prof.space  # noqa: B018  (validates the space settings now, with a clear error)
+        except HwnasError as e:
+            raise HwnasError(f"{root / 'device.json'}: {e}") from None
         return prof
 
     @property
@@ -70,7 +74,17 @@ class Profile:
 
     def archs(self) -> list[Arch]:
         """The measured whole networks, in row order."""
-        return [Arch.from_json(a) for a in self.nets["arch"]] if len(self.nets) else []
+        archs = []
+        for i, text in enumerate(self.nets["arch"] if len(self.nets) else []):
+            try:
+                arch = Arch.from_json(text)
+            except HwnasError as e:
+                raise HwnasError(f"{self.root / 'nets.parquet'}: row {i}: {e}") from None
+            if arch.space != self.record.space and arch.space not in self.space.priced_spaces():
+                raise HwnasError(f"{self.root / 'nets.parquet'}: row {i}: a network of space "
+                                 f"{arch.space!r} in a profile of space {self.record.space!r}")
+            archs.append(arch)
+        return archs
 
     def reference_arch(self) -> Arch | None:
         """The drift reference net the profiler timed inside every chunk, or None."""
@@ -94,16 +108,23 @@ def _load_table(path: Path, columns: list[str], required: bool) -> pd.DataFrame:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise HwnasError(f"{path}: required column(s) missing: {', '.join(missing)}")
+    if required and df.empty:
+        raise HwnasError(f"{path}: the table has no rows")
     stats = [c for c in MS_COLUMNS if c in df.columns]
     for col in [*columns, *stats]:
         if df[col].isna().any():
             rows = df.index[df[col].isna()].tolist()[:5]
             raise HwnasError(f"{path}: column {col!r} has missing values (rows {rows})")
+    for col in [c for c in INT_COLUMNS if c in columns]:
+        if not pd.api.types.is_integer_dtype(df[col]):
+            raise HwnasError(f"{path}: column {col!r} must hold integers, not {df[col].dtype}")
     for col in stats:
-        if not pd.api.types.is_numeric_dtype(df[col]):
+        if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
             raise HwnasError(f"{path}: column {col!r} must be numeric milliseconds")
         if (df[col] <= 0).any():
             raise HwnasError(f"{path}: column {col!r} must be positive milliseconds")
+        if not np.isfinite(df[col].to_numpy(float)).all():
+            raise HwnasError(f"{path}: column {col!r} must be finite milliseconds (not inf)")
     key = "key" if "key" in columns else "net_id"
     if not df[key].is_unique:
         raise HwnasError(f"{path}: duplicate {key} values")

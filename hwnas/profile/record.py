@@ -96,6 +96,14 @@ _OPTIONAL = {
 }
 
 
+# the space settings `ProfileRecord.settings` hands to `get_space` (their ranges are checked there)
+_SETTINGS = {
+    "resolution": ((int, type(None)), "an integer"), "width": (_FLOAT, "a number"),
+    "num_classes": ((int, type(None)), "an integer"),
+    "channels": ((list, type(None)), "a list of integers or null"),
+}
+
+
 _OMITTED_WHEN = {"reference": None, "protocol": None, "seed": None, "imported": False,
                  "nets_only": False, "notes": "", "kernel_nets_requested": 0, "adapted": None}
 
@@ -155,6 +163,9 @@ class ProfileRecord:
                                      "an object"),
             "fingerprint": _check(source, "fingerprint", data["fingerprint"], dict, "an object"),
         }
+        for key, (types, what) in _SETTINGS.items():
+            if key in kw["space_settings"]:
+                _check(source, f"space_settings.{key}", kw["space_settings"][key], types, what)
         for key, (types, what) in _OPTIONAL.items():
             if key in data:
                 value = _check(source, key, data[key], types, what)
@@ -202,9 +213,14 @@ def read_record(root: str | Path) -> ProfileRecord:
     if not path.exists():
         raise HwnasError(f"{Path(root)} is not a profile: {RECORD_FILE} is missing")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise HwnasError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError as e:
+        raise HwnasError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") \
+            from None
+    except RecursionError:
+        raise HwnasError(f"{path}: malformed JSON (nested too deeply)") from None
     except OSError as e:
         raise HwnasError(f"{path}: unreadable ({e})") from None
     return ProfileRecord.from_dict(data, path)

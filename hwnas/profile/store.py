@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from hwnas._io import atomic_path
+from hwnas._io import atomic_path, remove_stale_temps
 from hwnas.devices.fingerprint import differences
 from hwnas.errors import HwnasError
 from hwnas.profile.record import SCHEMA_VERSION, ProfileRecord, read_record, write_record
@@ -35,9 +35,15 @@ def write_parquet(path: Path, df: pd.DataFrame) -> None:
 
 
 def read_parquet(path: Path) -> pd.DataFrame:
-    """Read a parquet file, turning a corrupt or truncated one into a clear error."""
+    """Read a parquet file, turning a corrupt or truncated one into a clear error.
+
+    Read through one open file: a writer replaces the file (write, then rename) while readers
+    run, and pyarrow given a path opens it more than once (footer, then pages), so a read that
+    straddles a rename would mix two versions ("Page was smaller than expected"). An open file
+    keeps the version it opened."""
     try:
-        return pd.read_parquet(path)
+        with open(path, "rb") as f:
+            return pd.read_parquet(f)
     except FileNotFoundError:
         raise HwnasError(f"{path}: file not found") from None
     except Exception as e:  # pyarrow raises several types for a damaged file
@@ -66,6 +72,7 @@ class ProfileWriter:
         except Timeout:
             raise HwnasError(f"{self.root} is being written by another hwnas process "
                              f"(lock {self.lock.lock_file})") from None
+        remove_stale_temps(self.root)  # half-written files of a killed profiler
 
     def release(self) -> None:
         self.lock.release()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import json
 from pathlib import Path
 
 import numpy as np
@@ -67,10 +66,12 @@ def _figure(uri: str, caption: str) -> str:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise HwnasError(f"cannot read {path}: {e}") from None
+    from hwnas._io import read_json
+
+    doc = read_json(path)
+    if not isinstance(doc, dict):
+        raise HwnasError(f"{path}: expected a JSON object, got {type(doc).__name__}")
+    return doc
 
 
 # --- sections ---------------------------------------------------------------------------------
@@ -246,19 +247,30 @@ def _export_section(folder: Path) -> str:
 def build_report(profile: str | Path, run: str | Path | None = None,
                  export: str | Path | None = None, out: str | Path = "report.html") -> Path:
     """Write the HTML report; returns its path."""
+    from hwnas.export.manifest import load_manifest
     from hwnas.profile.reader import Profile
 
     prof = Profile.load(profile)
-    sections = [_device_section(prof), _validation_section(prof)]
     if run is not None:
         run = Path(run)
         if not (run / "summary.json").exists():
             raise HwnasError(f"{run} is not a finished search run (no summary.json)")
-        sections.append(_run_section(prof, run))
     if export is not None:
         export = Path(export)
         if not export.is_dir():
             raise HwnasError(f"export folder not found: {export}")
+        for path in sorted(export.glob("*/manifest.json")):  # every input checked first
+            load_manifest(path)
+    sections = [_device_section(prof), _validation_section(prof)]
+    if run is not None:
+        try:
+            sections.append(_run_section(prof, run))
+        except (KeyError, TypeError, ValueError, IndexError, pd.errors.ParserError) as e:
+            # HwnasError is a ValueError: a message that names its file passes unchanged
+            raise (e if isinstance(e, HwnasError) else HwnasError(
+                f"{run}: a file of the run is not as a search writes it ({type(e).__name__}: "
+                f"{e})")) from None
+    if export is not None:
         sections.append(_export_section(export))
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"

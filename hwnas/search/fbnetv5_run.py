@@ -40,6 +40,7 @@ validation split, BatchNorm recalibrated).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -53,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas._io import atomic_path, write_json
+from hwnas._io import atomic_path, folder_lock, write_json
 from hwnas.data.multitask import (
     TASK_METRIC,
     TASKS,
@@ -312,8 +313,8 @@ def _check_out(config: FBNetV5Config) -> None:
 def run_fbnetv5(config: FBNetV5Config, progress: Callable[[dict], None] | None = None) -> dict:
     """Train the supernet and the task distributions; returns the summary (summary.json).
     `progress`, when given, is called after every step with its history row + `steps_total`."""
-    with torch_threads(config.threads):
-        return _run(config, progress)
+    with torch_threads(config.threads), contextlib.ExitStack() as held:
+        return _run(config, progress, held)
 
 
 def _train_space(space: FBNetV5Space, config: FBNetV5Config) -> FBNetV5Space:
@@ -322,11 +323,13 @@ def _train_space(space: FBNetV5Space, config: FBNetV5Config) -> FBNetV5Space:
                      None, space.channels)
 
 
-def _run(config: FBNetV5Config, progress: Callable[[dict], None] | None) -> dict:
+def _run(config: FBNetV5Config, progress: Callable[[dict], None] | None,
+         held: contextlib.ExitStack) -> dict:
     t_start = time.monotonic()
     profile, pspace = load_profile(config.profile)
-    _check_out(config)
     out = config.out
+    held.enter_context(folder_lock(out))  # creates out; a second run on it is refused
+    _check_out(config)
     for n in RUN_FILES:
         if (out / n).exists():
             (out / n).unlink()

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hwnas._io import atomic_path
+from hwnas._io import atomic_path, write_text
 from hwnas.data import check_spec
 from hwnas.errors import HwnasError
 from hwnas.search.trainer import torch_threads
@@ -166,7 +166,8 @@ def read_proxies(path: str | Path) -> tuple[pd.DataFrame, dict]:
     if not p.is_file():
         raise HwnasError(f"{p}: proxies file not found (make one with `hwnas proxies`)")
     try:
-        table = pq.read_table(p)
+        with open(p, "rb") as f:  # one open file: a concurrent rewrite cannot mix versions
+            table = pq.read_table(f)
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise HwnasError(f"{p}: not a readable parquet file: {type(e).__name__}: {e}") from None
     raw = (table.schema.metadata or {}).get(META_KEY)
@@ -254,12 +255,12 @@ def run_proxies(config: ProxiesConfig, progress: Callable[[int, int], None] | No
                 done.setdefault(int(row["index"]), row)
         if not config.resume:
             partial.unlink(missing_ok=True)
-        partial_meta.write_text(json.dumps(settings))
         todo = [(k, a) for k, a in archs if k not in done]
         inputs = targets = None
-        if any(p in DATA_DEPENDENT for p in config.proxies) and todo:
+        if any(p in DATA_DEPENDENT for p in config.proxies) and todo:  # bad data: nothing written
             inputs, targets, _ = proxy_batch(config.data, space.resolution, config.batch_size,
                                              config.data_seed)
+        write_text(partial_meta, json.dumps(settings))  # atomic: a torn one would block resume
         if partial.exists() and partial.stat().st_size:
             with open(partial, "rb") as f:
                 f.seek(-1, os.SEEK_END)

@@ -54,6 +54,7 @@ accuracy (GM-NAS's pick across sub-supernets). history.csv has one row per sub-s
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -66,7 +67,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwnas._io import atomic_path, write_json
+from hwnas._io import atomic_path, folder_lock, write_json
 from hwnas.data import ImageData, check_spec, load_data
 from hwnas.errors import HwnasError
 from hwnas.latency import LatencyPredictor, LookupTablePredictor, best_predictor
@@ -370,12 +371,12 @@ def run_search(config: SearchConfig, progress: Callable[[dict], None] | None = N
     the way once-for-all's `EvolutionFinder` receives its efficiency predictor; E[LAT] stays the
     profile's table sum, fitted to follow it (`expected_latency_fit`).
     """
-    with torch_threads(config.threads):
-        return _run_search(config, progress, predictor)
+    with torch_threads(config.threads), contextlib.ExitStack() as held:
+        return _run_search(config, progress, predictor, held)
 
 
 def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None,
-                predictor: LatencyPredictor | None) -> dict:
+                predictor: LatencyPredictor | None, held: contextlib.ExitStack) -> dict:
     t_start = time.monotonic()
     model = latency_model(config.profile, predictor)
     check_budget(model, config.budget_ms)
@@ -385,7 +386,7 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None,
     tspace = training_space(pspace, config.train_resolution, config.train_width,
                             data.num_classes)
     out = config.out
-    out.mkdir(parents=True, exist_ok=True)
+    held.enter_context(folder_lock(out))  # creates out; a second search on it is refused
 
     torch.manual_seed(config.seed)
     try:
@@ -444,8 +445,10 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None,
                          "latency_weight": sub.loop.controller.weight,
                          "entropy": sub.net.entropy(), "seconds": time.monotonic() - t0})
         history += rows
-        _save_checkpoint(ckpt, subs, epoch + 1)
+        # the history first: a kill between the two writes leaves a row past the checkpoint
+        # (dropped and redone on resume), never a checkpointed epoch without its row
         _write_history(out / "history.csv", history)
+        _save_checkpoint(ckpt, subs, epoch + 1)
         if progress is not None:
             best = max(rows, key=lambda r: r["valid_acc"])
             progress({**best, "epochs_total": total})
@@ -651,7 +654,7 @@ def _write_cloud(path: Path, space: SearchSpace, loop: SearchLoop, model: Latenc
     rng = np.random.default_rng(seed + 1)
     rows = [("final", final)] + [("sampled", space.indices(space.sample(rng)))
                                  for _ in range(samples)]
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["kind", "predicted_ms", "valid_acc", "choices"])
         for kind, idx in rows:

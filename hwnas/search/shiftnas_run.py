@@ -74,6 +74,7 @@ output, no search over architectures. An arch over the budget is reported (`met`
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -87,7 +88,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas._io import atomic_path, write_json
+from hwnas._io import atomic_path, folder_lock, write_json
 from hwnas.data import ImageData, check_spec, load_data
 from hwnas.errors import HwnasError
 from hwnas.latency import LookupTablePredictor, best_predictor
@@ -452,8 +453,8 @@ def run_shiftnas(config: ShiftNASConfig, progress: Callable[[dict], None] | None
     """Train a ShiftNAS supernet and AG; returns the summary written to RUN/summary.json.
     `progress`, when given, is called after every joint step with its history row plus
     `steps_total`."""
-    with torch_threads(config.threads):
-        return _run(config, progress)
+    with torch_threads(config.threads), contextlib.ExitStack() as held:
+        return _run(config, progress, held)
 
 
 def check_run_folder(config: ShiftNASConfig) -> None:
@@ -544,11 +545,13 @@ def _index_of(space: SearchSpace, names: Callable[[tuple[str, ...]], str]) -> li
     return [layer.choices.index(names(layer.choices)) for layer in space.layers]
 
 
-def _run(config: ShiftNASConfig, progress: Callable[[dict], None] | None) -> dict:
+def _run(config: ShiftNASConfig, progress: Callable[[dict], None] | None,
+         held: contextlib.ExitStack) -> dict:
     t_start = time.monotonic()
     profile, lut, unit = _cost_model(config)
     pspace = profile.space
     out = config.out
+    held.enter_context(folder_lock(out))  # creates out; a second run on it is refused
     _prepare_out(config)
     data = load_data(config.data, config.train_resolution or pspace.resolution, config.seed,
                      config.valid_frac, config.test_frac, config.data_limit)

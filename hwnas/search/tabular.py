@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas._io import write_json
+from hwnas._io import folder_lock, write_json
 from hwnas.errors import HwnasError
 from hwnas.search.constraints import LatencyConstraint
 from hwnas.search.evaluators import Evaluator, TableEvaluator
@@ -320,30 +320,30 @@ def run_strategy_search(config: StrategySearchConfig,
     t0 = time.monotonic()
     prep = prepared if prepared is not None else prepare_strategy_search(config)
     setup, strategy, space = prep.setup, prep.strategy, prep.setup.space
-    if not prep.resuming:
-        for stale in ("trajectory.csv", "summary.json", "arch.json"):
-            (config.out / stale).unlink(missing_ok=True)
-    config.out.mkdir(parents=True, exist_ok=True)
-    write_json(config.out / "config.json", prep.settings)
-    many = None
-    if config.ray is not None:
-        from hwnas.search.distributed import RayEvaluateMany
+    with folder_lock(config.out):  # creates out; a second search on it is refused
+        if not prep.resuming:
+            for stale in ("trajectory.csv", "summary.json", "arch.json"):
+                (config.out / stale).unlink(missing_ok=True)
+        write_json(config.out / "config.json", prep.settings)
+        many = None
+        if config.ray is not None:
+            from hwnas.search.distributed import RayEvaluateMany
 
-        many = RayEvaluateMany(setup.evaluator, config.ray)
-    try:
-        result = run_strategy(strategy, setup.evaluator,
-                              [setup.constraint] if setup.constraint is not None else [],
-                              evaluations=config.evaluations,
-                              trajectory=config.out / "trajectory.csv", resume=prep.resuming,
-                              max_asks=config.max_asks, dedupe=config.dedupe,
-                              decode=lambda idx: space.arch_str(space.from_indices(list(idx))),
-                              progress=progress, batch=config.batch, evaluate_many=many)
-    finally:
-        if many is not None:
-            many.close()
-    summary = _summary(config, setup, strategy.settings(), result, prep.all_idx, prep.all_ms)
-    summary["wall_s"] = time.monotonic() - t0
-    write_json(config.out / "summary.json", summary)
+            many = RayEvaluateMany(setup.evaluator, config.ray)
+        try:
+            result = run_strategy(strategy, setup.evaluator,
+                                  [setup.constraint] if setup.constraint is not None else [],
+                                  evaluations=config.evaluations,
+                                  trajectory=config.out / "trajectory.csv", resume=prep.resuming,
+                                  max_asks=config.max_asks, dedupe=config.dedupe,
+                                  decode=lambda idx: space.arch_str(space.from_indices(list(idx))),
+                                  progress=progress, batch=config.batch, evaluate_many=many)
+        finally:
+            if many is not None:
+                many.close()
+        summary = _summary(config, setup, strategy.settings(), result, prep.all_idx, prep.all_ms)
+        summary["wall_s"] = time.monotonic() - t0
+        write_json(config.out / "summary.json", summary)
     return summary
 
 

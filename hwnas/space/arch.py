@@ -91,11 +91,17 @@ class Arch:
 
     @classmethod
     def load(cls, path: str | Path) -> Arch:
+        """Read an arch file and check it against its space (choices, layer count, settings);
+        any problem is one `HwnasError` naming the file."""
+        from hwnas.space import space_of
+
         p = Path(path)
         if not p.is_file():
             raise HwnasError(f"arch file not found: {p}")
         try:
-            return cls.from_json(p.read_text(encoding="utf-8"))
+            arch = cls.from_json(p.read_text(encoding="utf-8"))
+            space_of(arch)
+            return arch
         except UnicodeDecodeError as e:
             raise HwnasError(f"{p}: not a UTF-8 text file ({e.reason} at byte {e.start})") \
                 from None

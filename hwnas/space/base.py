@@ -158,7 +158,25 @@ class SearchSpace(ABC):
 
     def build(self, arch: Arch) -> nn.Module:
         """The network, block by block from `OpSpec.module()` (the measured code), eval mode."""
+        self.check_memory(arch)
         return Network([op.module() for op in self.ops(arch)]).eval()
+
+    def check_memory(self, arch: Arch | None = None, available: int | None = None) -> int:
+        """Refuse (one `HwnasError`) a network that would not fit in the memory available, before
+        anything is built (`hwnas.space.memory`): `arch`'s network, or with None the largest the
+        space builds (every layer at its heaviest choice, the largest block anywhere). Returns
+        the estimate in bytes."""
+        from hwnas.space.memory import check_memory
+
+        name = f"{self.name} {self.resolution}x{self.resolution}"
+        if arch is not None:
+            return check_memory(f"the {name} network", self.ops(arch), available=available)
+        heaviest = list(self.fixed_ops())
+        for i, layer in enumerate(self.layers):
+            options = [self.choice_ops(i, j) for j in range(len(layer.choices))]
+            heaviest += max(options, key=lambda ops: sum(op.params for op in ops))
+        return check_memory(f"the largest {name} network", heaviest, self.distinct_ops(),
+                            available=available)
 
     def priced_spaces(self) -> tuple[str, ...]:
         """The spaces whose archs a profile of this space prices (its lookup table holds every op

@@ -223,6 +223,7 @@ class FBNetV5Space(SearchSpace):
     def build(self, arch: Arch) -> MultiPathNetwork:
         """The task's network from `OpSpec.module()` blocks, without the skipped blocks; eval
         mode. `forward(x)` -> the task's output."""
+        self.check_memory(arch)
         bits = self.keep_bits(arch)
         return self._network(bits, {self.task: self.num_classes}, self.task).eval()
 

@@ -277,6 +277,7 @@ class NB201Space(SearchSpace):
         every arch lists its layers in the same cell positions.
 
         `blocks` holds stem, 5 cells, reduction, 5 cells, reduction, 5 cells, head (19 blocks)."""
+        self.check_memory(arch)
         if dead_edges:
             self.validate(arch)
             choices = arch.choices
