@@ -1,15 +1,18 @@
 """Resource limits: a network too large for memory is refused before it is built; a full disk in
 the middle of a profile loses no finished row and is one error line.
 
-The limits are real ones, set on a subprocess without privileges: an address-space limit
-(RLIMIT_AS, `ulimit -v`) and a file-size limit (RLIMIT_FSIZE, `ulimit -f`, with SIGXFSZ ignored
-so that a write past it fails with EFBIG, as on a full disk).
+The limits are real ones: an address-space limit (RLIMIT_AS, `ulimit -v`) set on a subprocess,
+and for the disk both a file-size limit (RLIMIT_FSIZE, `ulimit -f`, with SIGXFSZ ignored so that
+a write past it fails with EFBIG) and, where the test may mount one (root), a small tmpfs filled
+to its last byte (ENOSPC, a real full filesystem).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,46 +150,91 @@ def test_the_profile_writer_says_which_file_did_not_fit(tmp_path: Path) -> None:
     assert not [p for p in root.iterdir() if ".tmp" in p.name]  # the half-written file is gone
 
 
-@pytest.mark.slow
-def test_a_disk_full_mid_profile_keeps_every_finished_row(tmp_path: Path) -> None:
-    """The disk "fills" once the first chunk is written (a 4 kB file-size limit set on the
-    running profiler): it stops with one error line, the rows written are intact, and --resume
-    (with room again) finishes the profile without measuring them again."""
-    out = tmp_path / "prof"
-    proc = subprocess.Popen([sys.executable, "-m", "hwnas", *PROFILE, "--nets", "0", "--out",
-                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGXFSZ, signal.SIG_IGN))
-    deadline = time.monotonic() + 240
+@contextlib.contextmanager
+def _small_filesystem(path: Path, size: str = "16m"):
+    """A real size-limited filesystem (tmpfs) mounted at `path`; skips where this process may
+    not mount (not root, or a container without the capability)."""
+    path.mkdir()
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
     try:
-        while True:
-            assert proc.poll() is None, "the profile ended before its first chunk was seen"
-            assert time.monotonic() < deadline
-            if (out / "ops.parquet").exists():
-                try:
-                    if len(pd.read_parquet(out / "ops.parquet")) >= 16:
-                        break
-                except Exception:  # noqa: BLE001 - replaced while being read: look again
-                    pass
-            time.sleep(0.01)
-        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (4096, 4096))
-        stdout, stderr = proc.communicate(timeout=240)
+        yield path
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    res = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    line = _one_error_line(res)
-    assert "file too large" in line and " writing " in line
-    before = pd.read_parquet(out / "ops.parquet")
-    assert 16 <= len(before) < N_OPS and before["key"].is_unique
-    assert not [p for p in out.iterdir() if ".tmp" in p.name]
-    assert json.loads((out / "device.json").read_text())["status"] == "measuring"
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
-    again = subprocess.run([sys.executable, "-m", "hwnas", *PROFILE, "--nets", "0", "--out",
-                            str(out), "--resume"], capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
-    ops = pd.read_parquet(out / "ops.parquet")
-    assert len(ops) == N_OPS and ops["key"].is_unique
-    kept = ops.set_index("key").loc[before["key"], "measured_at"]
-    assert list(kept) == list(before["measured_at"])  # not measured again
-    assert os.path.getsize(out / "ops.parquet") > 4096
+
+def _fill(folder: Path) -> Path:
+    """Write a ballast file until the filesystem of `folder` has no room left."""
+    ballast = folder / "ballast"
+    with open(ballast, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+        except OSError as e:
+            assert disk_full(e) == "no space left on the device", e
+    return ballast
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["file-size limit", "full tmpfs"])
+def test_a_disk_full_mid_profile_keeps_every_finished_row(how: str, tmp_path: Path) -> None:
+    """The disk "fills" once the first chunk is written: either a 4 kB file-size limit set on
+    the running profiler (EFBIG, anywhere), or a real small tmpfs filled to the last byte by a
+    ballast file (ENOSPC; needs root to mount). The profiler stops with one error line, the rows
+    written are intact, and --resume (with room again) finishes the profile without measuring
+    them again."""
+    with contextlib.ExitStack() as stack:
+        root = stack.enter_context(_small_filesystem(tmp_path / "fs")) if how == "full tmpfs" \
+            else tmp_path
+        out = root / "prof"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hwnas", *PROFILE, "--nets", "0", "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGXFSZ, signal.SIG_IGN))
+        deadline = time.monotonic() + 240
+        ballast = None
+        try:
+            while True:
+                assert proc.poll() is None, "the profile ended before its first chunk was seen"
+                assert time.monotonic() < deadline
+                if (out / "ops.parquet").exists():
+                    try:
+                        if len(pd.read_parquet(out / "ops.parquet")) >= 16:
+                            break
+                    except Exception:  # noqa: BLE001 - replaced while being read: look again
+                        pass
+                time.sleep(0.01)
+            if how == "full tmpfs":
+                ballast = _fill(root)
+            else:
+                resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (4096, 4096))
+            stdout, stderr = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        res = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        line = _one_error_line(res)
+        said = "no space left on the device" if how == "full tmpfs" else "file too large"
+        assert said in line and " writing " in line, line
+        before = pd.read_parquet(out / "ops.parquet")
+        assert 16 <= len(before) < N_OPS and before["key"].is_unique
+        assert not [p for p in out.iterdir() if ".tmp" in p.name]
+        assert json.loads((out / "device.json").read_text())["status"] == "measuring"
+
+        if ballast is not None:
+            ballast.unlink()  # room again
+        again = subprocess.run([sys.executable, "-m", "hwnas", *PROFILE, "--nets", "0", "--out",
+                                str(out), "--resume"], capture_output=True, text=True,
+                               timeout=300)
+        assert again.returncode == 0, again.stderr
+        ops = pd.read_parquet(out / "ops.parquet")
+        assert len(ops) == N_OPS and ops["key"].is_unique
+        kept = ops.set_index("key").loc[before["key"], "measured_at"]
+        assert list(kept) == list(before["measured_at"])  # not measured again
+        assert os.path.getsize(out / "ops.parquet") > 4096
