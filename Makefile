@@ -22,9 +22,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-# every benchmark behind the README's tables (about two hours on 2 cores), each writing
+# every benchmark behind the README's tables (about four hours on 2 cores), each writing
 # benchmarks/results/NAME.{md,json}; timing ones run alone under the CPU lock; then `make readme`.
-# (gpu_check needs a CUDA GPU: `python benchmarks/gpu_check.py` on one.)
+# (gpu_check needs a CUDA GPU: `python benchmarks/gpu_check.py` on one; ray_scale needs Ray:
+# `pip install -e '.[distributed]'`, then `flock /tmp/hwnas_cpu.lock python benchmarks/ray_scale.py`.)
 LOCK := flock /tmp/hwnas_cpu.lock
 bench: setup
 	$(LOCK) $(PY) benchmarks/profiling_cost.py
@@ -43,6 +44,9 @@ bench: setup
 	$(PY) benchmarks/fbnetv5.py
 	nice $(PY) benchmarks/few_shot.py
 	$(LOCK) $(PY) benchmarks/export.py
+	nice -n 10 $(LOCK) $(PY) benchmarks/adapt_transfer.py
+	nice -n 10 $(LOCK) $(PY) benchmarks/crash_loop.py
+	$(PY) benchmarks/bad_input.py
 	$(PY) benchmarks/readme.py
 
 # the README's result blocks from benchmarks/results/*.md (never typed by hand)

@@ -716,11 +716,13 @@ def _save_run(out: Path, config: ShiftNASConfig, net: ShiftSupernet, ag: Archite
 
 
 def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    ra = np.argsort(np.argsort(a)).astype(float)
-    rb = np.argsort(np.argsort(b)).astype(float)
-    if ra.std() == 0 or rb.std() == 0:
+    """Spearman rho (scipy: tied values share their average rank); NaN when one side is
+    constant."""
+    from scipy.stats import spearmanr
+
+    if len(set(a)) < 2 or len(set(b)) < 2:
         return math.nan
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
 def _summary(config: ShiftNASConfig, profile: Profile, lut: CostModel,
