@@ -116,6 +116,10 @@ def test_a_run_writes_one_arch_per_task(profile_dir, tmp_path) -> None:
         assert (out / name).exists(), name
     probs = json.loads((out / "probs.json").read_text())
     assert probs["tasks"] == ["cls", "seg", "det"] and len(probs["history"][-1]["probs"]) == 3
+    from hwnas.report import build_report  # `hwnas report --run` shows each task's network
+
+    page = build_report(profile_dir, out, None, tmp_path / "report.html").read_text()
+    assert "FBNetV5: run" in page and summary["per_task"]["seg"]["bits"] in page
     with pytest.raises(HwnasError, match="cannot resume"):
         run_fbnetv5(_config(profile_dir, out))
 

@@ -520,6 +520,15 @@ def test_cli_strategy_search(tables, tmp_path: Path, capsys) -> None:
     assert s["method"] == "evolution" and s["evaluations_used"] == 40 and s["feasible"]
     assert s["predicted_ms"] <= budget and (out / "trajectory.csv").exists()
     assert "exact optimum of the tables" in capsys.readouterr().out
+    # `hwnas report --run` shows the strategy run: the chosen arch against the optimum, and
+    # every evaluated trial (score per evaluation, latency against the budget)
+    profile = Path(__file__).resolve().parents[1] / "profiles" / "ort-cpu-1t-proxyless-128"
+    if profile.is_dir():
+        from hwnas.report import build_report
+
+        page = build_report(profile, out, None, tmp_path / "report.html").read_text()
+        assert "Strategy search: run" in page and s["chosen"]["arch_str"] in page
+        assert "regret" in page and page.count("data:image/png;base64,") == 2  # + validation
     _cli(["search", "--method", "tpe", "--accuracy-table", str(a), "--accuracy-column",
           "CIFAR10Acc", "--evaluations", "15", "--out", str(tmp_path / "tpe")])  # no latency
     s = json.loads((tmp_path / "tpe" / "summary.json").read_text())

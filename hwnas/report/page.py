@@ -21,6 +21,7 @@ from hwnas import __version__
 from hwnas._io import write_text
 from hwnas.errors import HwnasError
 from hwnas.report import plots
+from hwnas.search.strategies import STRATEGIES
 
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2em auto;
@@ -159,6 +160,50 @@ def _shiftnas_section(run: Path, summary: dict) -> str:
             f"</p>" + _table(rows) + "<div class='figs'>" + "".join(figs) + "</div>")
 
 
+def _strategy_section(run: Path, summary: dict) -> str:
+    """A strategy search (`hwnas search --method random|evolution|reinforce|tpe|nsga2`): the
+    chosen arch against the exact optimum of the tables, and every trial (trajectory.csv)."""
+    chosen = summary.get("chosen") or {}
+    ref = summary.get("reference") or {}
+    rows = [{"method": summary.get("method"), "evaluator": summary.get("evaluator"),
+             "budget ms": summary.get("budget_ms"), "chosen": chosen.get("arch_str"),
+             "score": summary.get("score"), "table accuracy": summary.get("accuracy"),
+             "predicted ms": summary.get("predicted_ms"), "met": summary.get("met"),
+             "evaluations": summary.get("evaluations_used"),
+             "optimum accuracy": ref.get("accuracy"), "regret": ref.get("regret")}]
+    figs = []
+    traj = run / "trajectory.csv"
+    if traj.exists():
+        df = pd.read_csv(traj)
+        df = df[df["status"] == "evaluated"]
+        if len(df):
+            lat = df["latency_ms"].to_numpy(float) if "latency_ms" in df.columns else None
+            what = "accuracy" if summary.get("evaluator") == "table" \
+                else f"{summary.get('evaluator')} score"
+            figs.append(_figure(plots.strategy_trajectory(
+                df["evaluation"].to_numpy(int), df["score"].to_numpy(float), lat,
+                df["feasible"].astype(str).str.lower().isin(["true", "1"]).to_numpy(),
+                summary.get("budget_ms"), what),
+                "Every evaluated candidate: its score per evaluation with the best feasible one "
+                "so far, and its latency by the run's predictor against the budget."))
+    met = summary.get("met")
+    return (f"<h2>Strategy search: {_esc(run.name)}</h2>"
+            f"<p class='{'ok' if met else 'bad'}'>{_esc(summary.get('message', ''))}</p>"
+            + _table(rows) + "<div class='figs'>" + "".join(figs) + "</div>")
+
+
+def _fbnetv5_section(run: Path, summary: dict) -> str:
+    """An FBNetV5 run (`hwnas search --method fbnetv5`): each task's derived network, its
+    latency against the task's budget and its metric with shared weights."""
+    rows = [{"task": t, "blocks kept": d.get("bits"), "predicted ms": d.get("predicted_ms"),
+             "budget ms": d.get("budget_ms"), "met": d.get("met"), "metric": d.get("metric"),
+             "valid metric (shared)": d.get("valid_metric")}
+            for t, d in (summary.get("per_task") or {}).items()]
+    return (f"<h2>FBNetV5: {_esc(run.name)}</h2><p>{summary.get('steps')} steps, tasks "
+            f"{_esc(', '.join(summary.get('tasks') or []))}; "
+            f"{_esc(summary.get('latency_note', ''))}.</p>" + _table(rows))
+
+
 def _run_section(prof, run: Path) -> str:
     from hwnas.latency.lut import LookupTablePredictor
     from hwnas.space import Arch
@@ -166,6 +211,10 @@ def _run_section(prof, run: Path) -> str:
     summary = _read_json(run / "summary.json")
     if summary.get("method") == "shiftnas":
         return _shiftnas_section(run, summary)
+    if summary.get("method") == "fbnetv5":
+        return _fbnetv5_section(run, summary)
+    if summary.get("method") in STRATEGIES:
+        return _strategy_section(run, summary)
     budget = float(summary["budget_ms"])
     met = summary.get("met")
     rows = [{"budget ms": budget, "predicted ms": summary.get("predicted_ms"),

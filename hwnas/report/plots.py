@@ -118,3 +118,38 @@ def budget_tracking(targets: list[float], costs: list[float], acc: list[float] |
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return to_data_uri(fig)
+
+
+def strategy_trajectory(evaluation: np.ndarray, score: np.ndarray, latency: np.ndarray | None,
+                        feasible: np.ndarray, budget_ms: float | None, score_name: str) -> str:
+    """A strategy search's trials: the score of each evaluation with the best feasible score so
+    far (left), and, when the run has a latency constraint, each trial's latency against its
+    score with the budget (right)."""
+    panels = 2 if latency is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
+    ax = axes[0][0]
+    ok = feasible.astype(bool)
+    ax.scatter(evaluation[ok], score[ok], s=10, alpha=0.6, color="tab:blue", label="feasible")
+    if (~ok).any():
+        ax.scatter(evaluation[~ok], score[~ok], s=10, alpha=0.4, color="tab:grey",
+                   label="over the budget")
+    best = np.maximum.accumulate(np.where(ok, score, -np.inf))
+    shown = np.isfinite(best)
+    ax.step(evaluation[shown], best[shown], where="post", color="tab:red",
+            label="best feasible so far")
+    ax.set(xlabel="evaluation", ylabel=score_name)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    if latency is not None:
+        ax = axes[0][1]
+        ax.scatter(latency[ok], score[ok], s=10, alpha=0.6, color="tab:blue", label="feasible")
+        if (~ok).any():
+            ax.scatter(latency[~ok], score[~ok], s=10, alpha=0.4, color="tab:grey",
+                       label="over the budget")
+        if budget_ms is not None:
+            ax.axvline(budget_ms, color="black", lw=1, ls=":", label=f"budget {budget_ms:g} ms")
+        ax.set(xlabel="latency (ms, the run's predictor)", ylabel=score_name)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return to_data_uri(fig)
