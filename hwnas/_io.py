@@ -192,6 +192,36 @@ def read_json(path: str | Path) -> object:
         raise HwnasError(f"{path}: malformed JSON (nested too deeply)") from None
 
 
+# the widest CSV hwnas reads: published tables have tens of columns (HW-NAS-Bench: one per
+# device and layer); a wider header is refused before pandas builds a frame column by column
+# (10^6 header-only columns take pandas minutes)
+MAX_CSV_COLUMNS = 10_000
+_HEADER_BYTES = 4 << 20
+
+
+def check_csv_width(path: str | Path, max_columns: int = MAX_CSV_COLUMNS) -> None:
+    """Refuse (`HwnasError` naming the file) a CSV (plain or .gz) whose header line has more
+    than `max_columns` columns, or is longer than 4 MiB, before it is parsed."""
+    import gzip
+
+    from hwnas.errors import HwnasError
+
+    path = Path(path)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.readline(_HEADER_BYTES + 1)
+    except (OSError, EOFError) as e:
+        raise HwnasError(f"{path}: unreadable ({e})") from None
+    if len(head) > _HEADER_BYTES:
+        raise HwnasError(f"{path}: the header line is longer than {_HEADER_BYTES >> 20} MiB; "
+                         "not a table hwnas reads")
+    columns = head.count(b",") + 1
+    if columns > max_columns:
+        raise HwnasError(f"{path}: {columns} columns, more than a table hwnas reads has "
+                         f"({max_columns})")
+
+
 def sha256(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()

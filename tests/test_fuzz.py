@@ -460,6 +460,25 @@ def test_bad_latency_csv(data, fx: Path, fbnet_csv: pd.DataFrame, tmp_path: Path
     assert not (d / "prof").exists()
 
 
+@pytest.mark.parametrize("columns,says", [(20_000, "20000 columns"),
+                                          (10 ** 6, "header line is longer than 4 MiB")])
+@pytest.mark.parametrize("command", ["import", "search"])
+def test_an_absurdly_wide_table_is_refused_before_parsing(columns, says, command, fx: Path,
+                                                         tmp_path: Path) -> None:
+    """pandas builds a frame of 10^6 header-only columns in minutes: the header is read first."""
+    import time
+
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(f"c{i}" for i in range(columns)) + "\n")
+    argv = ["import", "latency-csv", path, "--device", "raspi4", "--out", tmp_path / "prof"] \
+        if command == "import" else \
+        ["search", "--method", "random", "--accuracy-table", path, "--evaluations", "5",
+         "--out", tmp_path / "run"]
+    t0 = time.monotonic()
+    line = assert_refused(argv, ("wide.csv",), (tmp_path, fx))
+    assert says in line and time.monotonic() - t0 < 30, line
+
+
 @pytest.fixture(scope="module")
 def accuracy(fx: Path) -> pd.DataFrame:
     return pd.read_csv(fx / "acc.csv")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hwnas._io import now, read_json
+from hwnas._io import check_csv_width, now, read_json
 from hwnas.errors import HwnasError
 from hwnas.profile.record import ProfileRecord, write_record
 from hwnas.profile.sampling import net_id
@@ -346,6 +346,7 @@ def import_latency_csv(path: str | Path, device_column: str, out_dir: str | Path
     """
     src = _check_file(path)
     sp = get_space(space) if space is not None else None
+    check_csv_width(src)
     try:
         df = pd.read_csv(src)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hwnas._io import check_csv_width
 from hwnas.errors import HwnasError
 from hwnas.latency.base import LatencyPredictor
 from hwnas.space import Arch, SearchSpace
@@ -74,6 +75,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if name.endswith((".parquet", ".pq")):
             df = pd.read_parquet(p)
         elif name.endswith((".csv", ".csv.gz", ".txt")):
+            check_csv_width(p)
             df = pd.read_csv(p)
         else:
             raise HwnasError(f"{p}: unknown table format (use .csv or .parquet)")
