@@ -593,7 +593,8 @@ def search(
     evaluations: int = typer.Option(300, help="Evaluations of a strategy search (a latency "
                                               "lookup costs none)."),
     grad: str = typer.Option("full_v2", help="Architecture gradient: full_v2 | two | reinforce."),
-    loss: str = typer.Option("mul#log", help="Latency loss: mul#log | add#linear."),
+    loss: str = typer.Option("auto", help="Latency loss: mul#log | add#linear | auto (mul#log "
+                             "when every network is above 1 ms, else add#linear)."),
     data: str = typer.Option("digits", help="digits | digits-shift | folder:PATH | "
                              "cifar10:PATH."),
     epochs: int = typer.Option(10, help="Search epochs after the warm-up."),

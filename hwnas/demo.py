@@ -6,7 +6,7 @@
    10 %; else measure ort-cpu (quick protocol: every op + `nets` networks);
    litert too when installed (lookup table only; the export step predicts its file from it);
 2. validate the ort-cpu profile (held-out accuracy; the learned predictor is saved in it);
-3. search (ProxylessNAS, full_v2, mul#log) with the budget half way between the fastest and the
+3. search (ProxylessNAS, full_v2, mul#log or add#linear) with the budget half way between the fastest and the
    slowest network of the space, on scikit-learn's digits at 32x32;
 4. train the found network briefly from scratch;
 5. export it to onnx and tflite with those weights, parity-checked and verified (timed on the
@@ -241,7 +241,7 @@ class _Demo:
         run_dir = self.out / "search"
         config = SearchConfig(
             profile=ort_dir, budget_ms=budget, out=run_dir, epochs=cfg.epochs,
-            warmup_epochs=cfg.warmup_epochs, loss="mul#log" if budget > 1 else "add#linear",
+            warmup_epochs=cfg.warmup_epochs, loss="auto",
             max_batches=4 if cfg.quick else None)
         if (run_dir / "config.json").exists():  # an older demo's search: resume only if the same
             from hwnas.errors import HwnasError

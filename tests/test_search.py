@@ -255,6 +255,21 @@ def test_mul_log_needs_a_budget_above_one_ms(profile_dir, tmp_path):
         SearchConfig(profile_dir, 0.5, out=tmp_path, loss="mul#log")
 
 
+def test_auto_loss_is_mul_log_only_when_every_network_is_above_one_ms(profile_dir):
+    """log E[LAT] < 0 below 1 ms makes mul#log's power NaN (the demo once crashed on it)."""
+    from hwnas.search.run import latency_loss_mode
+
+    model = latency_model(profile_dir)
+    for fastest, budget, want in ((0.19, 1.6, "add#linear"), (1.2, 3.0, "mul#log"),
+                                  (1.2, 1.0, "add#linear")):
+        model.fastest_ms = fastest
+        assert latency_loss_mode("auto", model, budget) == want
+        assert latency_loss_mode("add#linear", model, budget) == "add#linear"
+    model.fastest_ms = 0.19
+    with pytest.raises(HwnasError, match="fastest network here is 0.19 ms"):
+        latency_loss_mode("mul#log", model, 1.6)
+
+
 def test_over_budget_network_is_repaired_greedily(profile_dir):
     model = latency_model(profile_dir)
     lut = model.lut

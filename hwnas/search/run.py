@@ -35,7 +35,8 @@ What a search does (and writes to `out`):
    network that fits (the argmax when it does); summary.json says which, with the predicted
    latency, its interval and the accuracies.
 
-The mul#log loss needs a budget above 1 ms (log ref > 0); use add#linear below that.
+The mul#log loss takes logarithms of milliseconds: it needs every network above 1 ms (log E[LAT] >
+0), so the default `auto` picks it only then and add#linear otherwise (`latency_loss_mode`).
 
 Sub-supernets (`split`, GM-NAS / few-shot NAS; `hwnas.search.gm`): with `split="gm"` the supernet
 is split `splits` times into 2 groups at the epochs of `SplitSchedule.gm(total epochs, splits)`
@@ -86,7 +87,7 @@ from hwnas.search.trainer import (
 from hwnas.space import Arch, SearchSpace, get_space, space_of
 
 GRAD_MODES = ("full_v2", "two", "reinforce")
-LOSSES = ("mul#log", "add#linear")
+LOSSES = ("auto", "mul#log", "add#linear")
 SPLITS = ("none", "gm", "fewshot")
 HISTORY_COLUMNS = ["epoch", "sub", "supernets", "phase", "lr", "train_loss", "train_acc",
                    "arch_loss", "valid_acc",
@@ -108,7 +109,7 @@ class SearchConfig:
     budget_ms: float
     out: Path = Path("runs/search")
     grad_mode: str = "full_v2"  # full_v2 | two | reinforce
-    loss: str = "mul#log"  # mul#log | add#linear
+    loss: str = "auto"  # auto | mul#log | add#linear (auto: see `latency_loss_mode`)
     data: str = "digits"  # digits | folder:PATH | cifar10:PATH
     epochs: int = 10  # search epochs (after the warm-up)
     warmup_epochs: int = 2
@@ -255,6 +256,21 @@ def latency_model(profile_dir: Path | str, predictor: LatencyPredictor | None = 
     return model
 
 
+def latency_loss_mode(loss: str, model: LatencyModel, budget_ms: float) -> str:
+    """The latency loss a search uses. mul#log, CE * alpha * (log E[LAT] / log budget)^beta,
+    takes logarithms of milliseconds (the reference's unit on phones, tens of ms): it needs
+    E[LAT] above 1 ms at every step, or the power of a negative base is NaN. So `auto` is mul#log
+    when the fastest network of the space is above 1 ms, else add#linear; an explicit mul#log
+    with a network at or below 1 ms is refused before training."""
+    if loss == "auto":
+        return "mul#log" if model.fastest_ms > 1.0 and budget_ms > 1.0 else "add#linear"
+    if loss == "mul#log" and model.fastest_ms <= 1.0:
+        raise HwnasError(f"the mul#log latency loss takes log(E[LAT] in ms), which must stay "
+                         f"above 1 ms; the fastest network here is {model.fastest_ms:.4g} ms: use "
+                         "--loss add#linear (or auto)")
+    return loss
+
+
 def check_budget(model: LatencyModel, budget_ms: float) -> None:
     """Refuse a budget that no network of the space meets, naming the smallest latency."""
     if budget_ms < model.fastest_ms:
@@ -389,8 +405,9 @@ def _run_search(config: SearchConfig, progress: Callable[[dict], None] | None,
     held.enter_context(folder_lock(out))  # creates out; a second search on it is refused
 
     torch.manual_seed(config.seed)
+    loss_mode = latency_loss_mode(config.loss, model, config.budget_ms)
     try:
-        loss = LatencyLoss(config.loss, ref_ms=config.budget_ms)
+        loss = LatencyLoss(loss_mode, ref_ms=config.budget_ms)
     except ValueError as e:
         raise HwnasError(str(e)) from None
 
@@ -559,7 +576,8 @@ def _save_final_arch(config: SearchConfig, model: LatencyModel, final: np.ndarra
                      final_ms: float, data: ImageData, tspace: SearchSpace) -> Arch:
     """Step 6c: arch.json, with how it was found in its `meta`."""
     pspace = model.profile.space
-    meta = {"method": "proxylessnas", "grad_mode": config.grad_mode, "loss": config.loss,
+    meta = {"method": "proxylessnas", "grad_mode": config.grad_mode,
+            "loss": latency_loss_mode(config.loss, model, config.budget_ms),
             "budget_ms": config.budget_ms, "predicted_ms": round(final_ms, 6),
             "profile": model.profile.name, "data": data.name,
             "train_resolution": tspace.resolution, "train_width": tspace.width,
@@ -627,7 +645,7 @@ def _finish(config: SearchConfig, model: LatencyModel, subs: list[_Sub],
         "last_epoch": next((r for r in reversed(history) if r.get("sub", 0) == pick["sub"]),
                            history[-1] if history else {}),
         "grad_mode": config.grad_mode,
-        "loss": config.loss,
+        "loss": latency_loss_mode(config.loss, model, config.budget_ms),
         "profile": str(model.profile.root),
         "split": config.split,
         "chosen_sub": pick["sub"],
