@@ -342,6 +342,40 @@ def test_tiny_search_writes_everything_and_resumes(profile_dir, tmp_path):
         run_search(_config(profile_dir, out, epochs=2, seed=5))
 
 
+@pytest.mark.parametrize("mode", ["full_v2", "two", "reinforce"])
+def test_an_interrupted_search_resumes_exactly(profile_dir, tmp_path, mode):
+    """The checkpoint holds the optimizers' state and how many validation batches were drawn:
+    killed after an epoch and resumed, a search ends as the uninterrupted one, bit for bit."""
+    from safetensors.torch import load_file
+
+    kw = dict(grad_mode=mode, epochs=2, warmup_epochs=1, max_batches=2, rl_batch=2)
+    run_search(_config(profile_dir, tmp_path / "whole", **kw))
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_search_epoch(row):
+        if row["epoch"] == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_search(_config(profile_dir, tmp_path / "cut", **kw),
+                   progress=kill_after_first_search_epoch)
+    assert len(_history(tmp_path / "cut")) == 2
+    run_search(_config(profile_dir, tmp_path / "cut", **kw))
+    a, b = _history(tmp_path / "whole"), _history(tmp_path / "cut")
+    for row in a + b:
+        row.pop("seconds")
+    assert a == b
+    wa = load_file(str(tmp_path / "whole" / "checkpoint.safetensors"))
+    wb = load_file(str(tmp_path / "cut" / "checkpoint.safetensors"))
+    assert wa.keys() == wb.keys() and any(k.startswith("opt0.") for k in wa)
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert Arch.load(tmp_path / "whole" / "arch.json").choices == \
+        Arch.load(tmp_path / "cut" / "arch.json").choices
+
+
 @pytest.mark.parametrize("mode", ["two", "reinforce"])
 def test_tiny_search_other_modes(profile_dir, tmp_path, mode):
     s = run_search(_config(profile_dir, tmp_path / mode, grad_mode=mode, warmup_epochs=0,

@@ -691,18 +691,22 @@ def _named(space: SearchSpace, steps: list[dict]) -> list[dict]:
 # --- checkpoint and resume ----------------------------------------------------------------------
 def _save_checkpoint(path: Path, subs: list[_Sub], epochs_done: int) -> None:
     """checkpoint.safetensors: every sub-supernet's weights, alpha, BatchNorm statistics and
-    `enc` (keys `sub<k>.`), the torch RNG; controller weights, REINFORCE baselines and splits in
-    the metadata (JSON). No optimizer state."""
+    `enc` (keys `sub<k>.`), its optimizers' state (SGD momentum, Adam moments; keys `opt<k>.`),
+    the torch RNG; controller weights, REINFORCE baselines, validation batches drawn and splits
+    in the metadata (JSON). A resume from it continues exactly as the uninterrupted run."""
     import json
 
     from safetensors.torch import save_file
 
     tensors = {f"sub{k}.{name}": v.detach().contiguous().clone()
                for k, sub in enumerate(subs) for name, v in sub.net.state_dict().items()}
+    tensors |= {f"opt{k}.{name}": v.contiguous() for k, sub in enumerate(subs)
+                for name, v in sub.loop.optimizer_tensors().items()}
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"epochs_done": str(epochs_done), "subs": str(len(subs)),
             "latency_weights": json.dumps([s.loop.controller.weight for s in subs]),
             "rl_baselines": json.dumps([s.loop.rl_baseline for s in subs]),
+            "valid_used": json.dumps([s.loop.valid_used for s in subs]),
             "splits": json.dumps([s.splits for s in subs]), "format": "hwnas-search-2"}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -727,19 +731,25 @@ def _resume(config: SearchConfig, out: Path, first: _Sub, new_sub: Callable[[int
             n = int(meta["subs"])
             states = [{k[len(f"sub{i}."):]: f.get_tensor(k) for k in names
                        if k.startswith(f"sub{i}.")} for i in range(n)]
+            opts = [{k[len(f"opt{i}."):]: f.get_tensor(k) for k in names
+                     if k.startswith(f"opt{i}.")} for i in range(n)]
+            # older checkpoints hold no optimizer state: fresh optimizers, as they resumed then
+            used = json.loads(meta.get("valid_used", "null")) or [0] * n
             rng = f.get_tensor("rng.torch") if "rng.torch" in names else None
             weights = json.loads(meta["latency_weights"])
             baselines = json.loads(meta["rl_baselines"])
             splits = json.loads(meta["splits"])
-            if not (len(weights) == len(baselines) == len(splits) == n >= 1):
+            if not (len(weights) == len(baselines) == len(splits) == len(used) == n >= 1):
                 raise ValueError("metadata lists disagree with the number of sub-supernets")
     except Exception as e:  # a truncated or foreign file
         raise HwnasError(f"{out / CHECKPOINT}: unreadable checkpoint ({e})") from None
     subs = [first] + [new_sub(config.seed) for _ in range(n - 1)]
-    for sub, state, w, b, sp in zip(subs, states, weights, baselines, splits, strict=True):
+    for sub, state, opt, k, w, b, sp in zip(subs, states, opts, used, weights, baselines, splits,
+                                            strict=True):
         try:
             sub.net.load_state_dict(state)
-        except RuntimeError as e:
+            sub.loop.restore(opt, int(k))
+        except (RuntimeError, ValueError, KeyError) as e:
             raise HwnasError(f"{out / CHECKPOINT} does not fit this supernet: {e}") from None
         sub.loop.controller.weight = float(w)
         sub.loop.rl_baseline = None if b is None else float(b)

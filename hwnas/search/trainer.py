@@ -159,6 +159,38 @@ class SearchLoop:
         self.rl_baseline: float | None = None
         self._valid = cycle(lambda k: data.batches("valid", batch_size, True,
                                                    seed=seed * 7919 + 100003 + k, drop_last=True))
+        self.valid_used = 0  # validation batches drawn so far (a resume skips as many)
+
+    def _next_valid(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.valid_used += 1
+        return next(self._valid)
+
+    # --- checkpoint state beyond the weights (an exact resume) ----------------------------------
+    def optimizer_tensors(self) -> dict[str, torch.Tensor]:
+        """Both optimizers' state (SGD momentum buffers; Adam moments and step counts) as flat
+        tensors `w.<param index>.<name>` / `a.<param index>.<name>`, for a checkpoint."""
+        out = {}
+        for tag, opt in (("w", self.w_opt), ("a", self.a_opt)):
+            for idx, state in opt.state_dict()["state"].items():
+                for name, value in state.items():
+                    if value is not None:
+                        out[f"{tag}.{idx}.{name}"] = torch.as_tensor(value).detach().clone()
+        return out
+
+    def restore(self, optimizer_tensors: dict[str, torch.Tensor], valid_used: int) -> None:
+        """Load `optimizer_tensors` and skip the `valid_used` validation batches an interrupted
+        run drew, so that the run continues exactly as it would have."""
+        for tag, opt in (("w", self.w_opt), ("a", self.a_opt)):
+            sd = opt.state_dict()
+            state: dict[int, dict] = {}
+            for key, value in optimizer_tensors.items():
+                t, idx, name = key.split(".", 2)
+                if t == tag:
+                    state.setdefault(int(idx), {})[name] = value
+            sd["state"] = state
+            opt.load_state_dict(sd)
+        for _ in range(valid_used):
+            self._next_valid()
 
     @property
     def batches_per_epoch(self) -> int:
@@ -212,7 +244,7 @@ class SearchLoop:
     def gradient_step(self) -> float:
         """`gradient_step`: binary gates on a validation batch, CE + latency, Adam on alpha."""
         net = self.net
-        x, y = next(self._valid)
+        x, y = self._next_valid()
         net.train()
         net.binarize(self.grad_mode)
         out = net(x)
@@ -235,7 +267,7 @@ class SearchLoop:
     def reinforce_step(self) -> float:
         """`rl_update_step`: REINFORCE with a moving-average baseline."""
         net = self.net
-        x, y = next(self._valid)
+        x, y = self._next_valid()
         net.train()
         rewards, log_probs = [], []
         for _ in range(self.rl_batch):
