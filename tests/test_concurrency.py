@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_rules import one_error_line as _one_error_line
 
 from hwnas._io import folder_lock
 from hwnas.errors import HwnasError
@@ -52,12 +53,6 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.005)
 
 
-def _one_error_line(res: subprocess.CompletedProcess) -> str:
-    lines = res.stderr.strip().splitlines()
-    assert res.returncode == 2, (res.stdout, res.stderr)
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    assert "Traceback" not in res.stderr + res.stdout
-    return lines[0]
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -14,7 +14,6 @@ examples are few and derandomized: the same inputs on every run.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
@@ -26,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_rules import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwnas.cli import main
 from hwnas.space import get_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,16 +42,6 @@ FEW = settings(FUZZ, max_examples=6)
 
 
 # --- running the CLI and checking the rule ----------------------------------------------------
-def run_cli(argv: list) -> tuple[int, str, str]:
-    """`hwnas ARGV` in process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in argv])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:

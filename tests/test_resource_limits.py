@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_rules import one_error_line as _one_error_line
 
 from hwnas._io import disk_full
 from hwnas.errors import HwnasError
@@ -45,12 +46,6 @@ def _run_limited(args: list[str], address_space: int | None = None,
                           text=True, timeout=timeout, preexec_fn=limit)
 
 
-def _one_error_line(res: subprocess.CompletedProcess) -> str:
-    lines = res.stderr.strip().splitlines()
-    assert res.returncode == 2, (res.stdout, res.stderr)
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    assert "Traceback" not in res.stderr + res.stdout
-    return lines[0]
 
 
 # --- memory -------------------------------------------------------------------------------------

@@ -12,8 +12,6 @@ pickle passed as `hwnas export --weights`, a ParZC folder through the command li
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import pickle
 import shutil
@@ -21,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_rules import run_cli
 
-from hwnas.cli import main
 from hwnas.errors import HwnasError
 from hwnas.space import get_space
 
@@ -42,15 +40,6 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-def run_cli(argv: list) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in argv])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 def refused(argv: list, name: str) -> str:
