@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,8 @@ def test_latency_weight_lowers_expected_table_and_measured_latency(profile_dir, 
 def test_config_mistakes(profile_dir, tmp_path) -> None:
     for kw, msg in ((dict(tasks="cls,foo"), "unknown task"), (dict(tasks="cls,cls"), "twice"),
                     (dict(steps=0), "steps must be at least 1"),
+                    (dict(steps="5"), "steps must be a whole number"),
+                    (dict(lr=math.nan), "lr must be a finite number"),
                     (dict(init_keep=1.0), "init_keep"), (dict(controller="x"), "controller"),
                     (dict(data="digits"), "multitask")):
         with pytest.raises(HwnasError, match=msg):

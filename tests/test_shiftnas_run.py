@@ -218,6 +218,10 @@ def test_config_mistakes(profile_dir) -> None:
         ShiftNASConfig(profile=profile_dir, sampling="greedy")
     with pytest.raises(HwnasError, match="steps must be at least 1"):
         ShiftNASConfig(profile=profile_dir, steps=0)
+    with pytest.raises(HwnasError, match="bins must be a whole number, got 2.5"):
+        ShiftNASConfig(profile=profile_dir, bins=2.5)
+    with pytest.raises(HwnasError, match="tau must be a finite number >= 0"):
+        ShiftNASConfig(profile=profile_dir, tau=-1.0)
 
 
 # --- the CLI --------------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ from hwnas.latency import LookupTablePredictor, NetworkPredictor
 from hwnas.latency.loss import LatencyLoss
 from hwnas.latency.prediction import sibling_predictor
 from hwnas.profile.reader import Profile
+from hwnas.search._config import check_numbers
 from hwnas.search.fbnetv5 import ReinforceEstimator, TaskDistributions
 from hwnas.search.trainer import (
     BudgetController,
@@ -241,14 +242,8 @@ class FBNetV5Config:
         self.profile, self.out = Path(self.profile), Path(self.out)
         self.tasks = _parse_tasks(self.tasks)
         self.budgets_ms = parse_budgets(self.budgets_ms, self.tasks)
-        for name, low in (("steps", 1), ("warmup", 0), ("batch_size", 2), ("bn_batches", 1),
-                          ("log_every", 1)):
-            if int(getattr(self, name)) < low:
-                raise HwnasError(f"{name} must be at least {low}, got {getattr(self, name)}")
-        for name in ("lr", "arch_lr", "latency_lambda", "controller_rate"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise HwnasError(f"{name} must be a finite number >= 0, got {v!r}")
+        check_numbers(self, {"steps": 1, "warmup": 0, "batch_size": 2, "bn_batches": 1,
+                             "log_every": 1}, ("lr", "arch_lr", "latency_lambda", "controller_rate"))
         if not 0 < self.init_keep < 1:
             raise HwnasError(f"init_keep must be within (0, 1), got {self.init_keep}")
         if self.controller not in ("mul", "add", "none"):

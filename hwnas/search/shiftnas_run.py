@@ -94,6 +94,7 @@ from hwnas.errors import HwnasError
 from hwnas.latency import LookupTablePredictor, best_predictor
 from hwnas.latency.additive import AdditivePredictor
 from hwnas.profile.reader import Profile
+from hwnas.search._config import check_numbers
 from hwnas.search.run import training_space
 from hwnas.search.shiftnas import (
     DEFAULT_LAMBDA,
@@ -426,16 +427,11 @@ class ShiftNASConfig:
             raise HwnasError(f"ShiftNAS cost is {' or '.join(COSTS)}, got {self.cost!r}")
         if self.bin_mode not in ("quantile", "width"):
             raise HwnasError(f"bin mode is 'quantile' or 'width', got {self.bin_mode!r}")
-        for name, low in (("steps", 1), ("bins", 1), ("bin_samples", 2), ("shift_warmup", 0),
-                          ("shift_every", 1), ("ag_warmup", 0), ("ag_batch", 1), ("ag_hidden", 1),
-                          ("ag_fc_layers", 1), ("ag_embed", 1), ("sandwich_random", 0),
-                          ("batch_size", 2), ("bn_batches", 1)):
-            if int(getattr(self, name)) < low:
-                raise HwnasError(f"{name} must be at least {low}, got {getattr(self, name)}")
-        for name in ("lambda_rc", "shift_lr", "ag_lr", "tau", "lr"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise HwnasError(f"{name} must be a finite number >= 0, got {v!r}")
+        check_numbers(self, {"steps": 1, "bins": 1, "bin_samples": 2, "shift_warmup": 0,
+                             "shift_every": 1, "ag_warmup": 0, "ag_batch": 1, "ag_hidden": 1,
+                             "ag_fc_layers": 1, "ag_embed": 1, "sandwich_random": 0,
+                             "batch_size": 2, "bn_batches": 1},
+                      ("lambda_rc", "shift_lr", "ag_lr", "tau", "lr"))
         if not self.tau > 0 or not self.shift_lr > 0:
             raise HwnasError("tau and shift_lr must be positive")
         if self.train_resolution is not None and self.train_resolution < 8:
