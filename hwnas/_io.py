@@ -79,10 +79,10 @@ def disk_full(error: BaseException) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def folder_lock(folder: str | Path, name: str = ".hwnas.lock") -> Iterator[Path]:
-    """Hold `folder/name` (the folder is created when missing) while the block runs, so that
-    one hwnas process at a time writes `folder`; another one gets `HwnasError` at once.
+def lock_folder(folder: str | Path, name: str = ".hwnas.lock"):
+    """Take `folder/name` (the folder is created when missing) so that one hwnas process at a
+    time writes `folder`; another one gets `HwnasError` at once. Returns the held `FileLock`
+    (release it when done), after removing what killed writers left (`remove_stale_temps`).
 
     The lock is the operating system's (filelock: fcntl on POSIX, msvcrt on Windows), held by
     an open file: the OS releases it when the process ends in any way, SIGKILL included, so the
@@ -100,9 +100,16 @@ def folder_lock(folder: str | Path, name: str = ".hwnas.lock") -> Iterator[Path]
     except Timeout:
         raise HwnasError(f"{folder} is being written by another hwnas process (lock "
                          f"{lock.lock_file})") from None
+    remove_stale_temps(folder)  # what killed writers left: this process owns the folder now
+    return lock
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, name: str = ".hwnas.lock") -> Iterator[Path]:
+    """Hold `lock_folder(folder, name)` while the block runs."""
+    lock = lock_folder(folder, name)
     try:
-        remove_stale_temps(folder)  # what killed writers left: this process owns the folder now
-        yield folder / name
+        yield Path(folder) / name
     finally:
         lock.release()
 

@@ -15,13 +15,12 @@ the record is replaced (`dataclasses.replace`, see `ProfileRecord.updated_now` a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from hwnas._io import now, write_json
+from hwnas._io import now, read_json, write_json
 from hwnas.errors import HwnasError
 from hwnas.space import Arch
 
@@ -212,17 +211,7 @@ def read_record(root: str | Path) -> ProfileRecord:
     path = Path(root) / RECORD_FILE
     if not path.exists():
         raise HwnasError(f"{Path(root)} is not a profile: {RECORD_FILE} is missing")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise HwnasError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
-    except UnicodeDecodeError as e:
-        raise HwnasError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") \
-            from None
-    except RecursionError:
-        raise HwnasError(f"{path}: malformed JSON (nested too deeply)") from None
-    except OSError as e:
-        raise HwnasError(f"{path}: unreadable ({e})") from None
+    data = read_json(path)
     return ProfileRecord.from_dict(data, path)
 
 

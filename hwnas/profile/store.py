@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
-from hwnas._io import atomic_path, remove_stale_temps
+from hwnas._io import atomic_path, lock_folder
 from hwnas.devices.fingerprint import differences
 from hwnas.errors import HwnasError
 from hwnas.profile.record import SCHEMA_VERSION, ProfileRecord, read_record, write_record
@@ -66,13 +66,7 @@ class ProfileWriter:
         return self.record_path.exists()
 
     def acquire(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            self.lock.acquire(timeout=0)
-        except Timeout:
-            raise HwnasError(f"{self.root} is being written by another hwnas process "
-                             f"(lock {self.lock.lock_file})") from None
-        remove_stale_temps(self.root)  # half-written files of a killed profiler
+        self.lock = lock_folder(self.root, ".profile.lock")
 
     def release(self) -> None:
         self.lock.release()
