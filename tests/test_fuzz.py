@@ -156,6 +156,17 @@ WRONG_TYPE = st.one_of(st.none(), st.booleans(), st.text(max_size=8),
                        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 NOT_JSON_OBJECT = st.one_of(st.lists(st.integers(), max_size=3), st.integers(), st.text(),
                             st.none(), st.booleans()).map(json.dumps)
+# a file that does not parse as the JSON object it should be, by kind
+UNPARSED = {"bytes": NOT_UTF8, "deep": DEEP, "top": NOT_JSON_OBJECT}
+
+
+def write_unparsed(path: Path, kind: str, data) -> bool:
+    """Write an `UNPARSED[kind]` document to `path`; False (nothing written) for another kind."""
+    if kind not in UNPARSED:
+        return False
+    content = data.draw(UNPARSED[kind])
+    (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
+    return True
 
 
 def _arch_doc(fx: Path) -> dict:
@@ -167,12 +178,8 @@ def bad_arch(draw, valid: dict) -> str | bytes:
     """Arch JSON that is wrong in one drawn way."""
     kind = draw(st.sampled_from(["bytes", "deep", "top", "resolution", "width", "num_classes",
                                  "choices", "choice", "length", "space", "field", "missing"]))
-    if kind == "bytes":
-        return draw(NOT_UTF8)
-    if kind == "deep":
-        return draw(DEEP)
-    if kind == "top":
-        return draw(NOT_JSON_OBJECT)
+    if kind in UNPARSED:
+        return draw(UNPARSED[kind])
     doc = json.loads(json.dumps(valid))
     if kind == "resolution":
         doc["resolution"] = draw(st.one_of(st.integers(max_value=7),
@@ -603,13 +610,7 @@ def test_bad_manifest(kind, data, fx: Path, tmp_path: Path) -> None:
     path = d / "export" / "onnx" / "manifest.json"
     path.parent.mkdir(parents=True)
     doc = json.loads((fx / "manifest.json").read_text())
-    if kind == "bytes":
-        path.write_bytes(data.draw(NOT_UTF8))
-    elif kind == "deep":
-        path.write_text(data.draw(DEEP))
-    elif kind == "top":
-        path.write_text(data.draw(NOT_JSON_OBJECT))
-    else:
+    if not write_unparsed(path, kind, data):
         if kind == "missing":
             del doc[data.draw(st.sampled_from(["target", "artifact", "parity", "input"]))]
         elif kind == "type":
@@ -635,13 +636,7 @@ def test_bad_saved_predictor(kind, data, fx: Path, tmp_path: Path) -> None:
     (prof / "predictor.skops").write_bytes(b"")
     doc = {"family": "rf", "alpha": 0.1, "q": 0.05, "format": "skops"}
     path = prof / "predictor.json"
-    if kind == "bytes":
-        path.write_bytes(data.draw(NOT_UTF8))
-    elif kind == "deep":
-        path.write_text(data.draw(DEEP))
-    elif kind == "top":
-        path.write_text(data.draw(NOT_JSON_OBJECT))
-    else:
+    if not write_unparsed(path, kind, data):
         key = data.draw(st.sampled_from(["family", "alpha", "q"]))
         if kind == "missing":
             del doc[key]
